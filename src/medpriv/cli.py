@@ -1,0 +1,171 @@
+"""The `medpriv` command line: thin — parses flags, builds the config, calls the pipeline."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from medpriv.config import ExperimentConfig, load_config
+from medpriv.errors import MedprivError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Private clinical prediction models, and measurements of how much they leak.")
+data_app = typer.Typer(no_args_is_help=True, help="Write synthetic MIMIC-III tables or extract cohorts.")
+app.add_typer(data_app, name="data")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(func: F) -> F:
+    """Expected failures print one `error:` line and exit 2 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MedprivError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+DataOpt = Annotated[str | None, typer.Option("--data", help="synthetic[:N_STAYS] | mimic3:DIR | csv:FILE")]
+TargetOpt = Annotated[str | None, typer.Option(help="CSV: the outcome column")]
+PositiveOpt = Annotated[str | None, typer.Option(help="CSV: the value of --target that is positive")]
+ThresholdOpt = Annotated[float | None, typer.Option(help="CSV: label = target > THRESHOLD")]
+UnitOpt = Annotated[str | None, typer.Option(help="CSV: privacy-unit column (default: each row)")]
+SiteOpt = Annotated[str | None, typer.Option(help="CSV: hospital/site column")]
+SensitiveOpt = Annotated[str | None, typer.Option(help="comma-separated sensitive columns")]
+DropOpt = Annotated[str | None, typer.Option(help="comma-separated columns to drop")]
+KeepDupOpt = Annotated[bool | None, typer.Option("--keep-duplicates", help="CSV: keep exact duplicate rows")]
+WindowOpt = Annotated[int | None, typer.Option(help="MIMIC: observation window, 24 or 48 hours")]
+LabelOpt = Annotated[str | None, typer.Option(help="MIMIC: 'hospital' (in-hospital death) or 'icu'")]
+AllStaysOpt = Annotated[bool | None, typer.Option("--all-stays", help="MIMIC: keep every ICU stay, not only the first per patient")]
+
+
+def data_overrides(data: str | None, target: str | None, positive: str | None,
+                   threshold: float | None, unit_column: str | None, site_column: str | None,
+                   sensitive: str | None, drop: str | None, keep_duplicates: bool | None,
+                   window_hours: int | None, label: str | None, all_stays: bool | None) -> dict:
+    return {"spec": data, "target": target, "positive": positive, "threshold": threshold,
+            "unit_column": unit_column, "site_column": site_column, "sensitive": sensitive,
+            "drop": drop, "keep_duplicates": keep_duplicates, "window_hours": window_hours,
+            "label": label, "all_stays": all_stays}
+
+
+@app.command()
+@one_line_errors
+def run(
+    data: DataOpt = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated, e.g. baseline,logreg")] = None,
+    seeds: Annotated[int | None, typer.Option(help="number of seeds (splits and inits)")] = None,
+    out: Annotated[str | None, typer.Option(help="parent folder of the run folder")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML experiment file")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this folder from its checkpoints")] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum training epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="mini-batch size")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    hidden: Annotated[str | None, typer.Option(help="hidden widths, e.g. 128,64")] = None,
+    target: TargetOpt = None, positive: PositiveOpt = None, threshold: ThresholdOpt = None,
+    unit_column: UnitOpt = None, site_column: SiteOpt = None, sensitive: SensitiveOpt = None,
+    drop: DropOpt = None, keep_duplicates: KeepDupOpt = None, window_hours: WindowOpt = None,
+    label: LabelOpt = None, all_stays: AllStaysOpt = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train and evaluate every method; write results.json and report.html."""
+    from medpriv.console import ConsoleListener, print_summary
+    from medpriv.experiment import RunPaths, run_experiment
+
+    paths = None
+    if resume is not None:
+        if not (resume / "config.toml").is_file():
+            raise MedprivError(f"--resume {resume}: no config.toml there; pass a run folder")
+        config = config or resume / "config.toml"
+        paths = RunPaths(resume)
+    overrides = {
+        "data": data_overrides(data, target, positive, threshold, unit_column, site_column,
+                               sensitive, drop, keep_duplicates, window_hours, label, all_stays),
+        "run": {"methods": methods, "seeds": seeds, "out": out},
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                  "hidden": _int_list(hidden, "--hidden")},
+    }
+    resolved: ExperimentConfig = load_config(config, overrides)
+    listener = ConsoleListener(progress=progress)
+    with listener:
+        document = run_experiment(resolved, paths=paths, resume=resume is not None,
+                                  listener=listener)
+    print_summary(document, listener.paths)
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise MedprivError(f"{flag} takes comma-separated whole numbers, e.g. 128,64") from None
+
+
+@data_app.command("synth")
+@one_line_errors
+def data_synth(
+    out: Annotated[Path, typer.Option(help="folder to write the MIMIC-III tables into")],
+    stays: Annotated[int, typer.Option(help="number of ICU stays")] = 10_000,
+    seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+    gzip: Annotated[bool, typer.Option("--gzip", help="write .csv.gz")] = False,
+) -> None:
+    """Write synthetic MIMIC-III v1.4 tables (patients, admissions, icustays, events, dictionaries)."""
+    from medpriv.data.synthetic import write_synthetic_mimic
+
+    counts = write_synthetic_mimic(out, n_stays=stays, seed=seed, compress=gzip)
+    for table, rows in counts.items():
+        typer.echo(f"{table:<12} {rows:>12,} rows")
+    typer.echo(f"wrote {out}")
+
+
+@data_app.command("extract")
+@one_line_errors
+def data_extract(
+    out: Annotated[Path, typer.Option(help="cohort CSV to write")],
+    data: DataOpt = "synthetic",
+    target: TargetOpt = None, positive: PositiveOpt = None, threshold: ThresholdOpt = None,
+    unit_column: UnitOpt = None, site_column: SiteOpt = None, sensitive: SensitiveOpt = None,
+    drop: DropOpt = None, keep_duplicates: KeepDupOpt = None, window_hours: WindowOpt = None,
+    label: LabelOpt = None, all_stays: AllStaysOpt = None,
+) -> None:
+    """Extract the cohort table (one row per record, label, unit and site) and print its flow."""
+    from medpriv.console import print_cohort
+    from medpriv.data.export import write_cohort_csv
+    from medpriv.data.sources import load_dataset
+
+    resolved = load_config(None, {"data": data_overrides(
+        data, target, positive, threshold, unit_column, site_column, sensitive, drop,
+        keep_duplicates, window_hours, label, all_stays)})
+    dataset = load_dataset(resolved.data)
+    print_cohort(dataset)
+    write_cohort_csv(dataset, out)
+    typer.echo(f"wrote {len(dataset):,} rows to {out}")
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the registered training methods."""
+    from medpriv.train.base import TRAINERS, get_trainer
+
+    get_trainer("baseline")
+    for name in TRAINERS.names():
+        typer.echo(name)
+
+
+def main() -> None:
+    app(prog_name="medpriv")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

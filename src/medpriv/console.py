@@ -1,0 +1,97 @@
+"""Terminal output: progress bars while running, the cohort flow, and the summary table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medpriv.data.dataset import TabularDataset
+
+console = Console(stderr=True)
+stdout = Console()
+
+
+def print_cohort(dataset: TabularDataset) -> None:
+    """The cohort flow (rules and counts) and dataset notes — aggregates only, never rows."""
+    table = Table(title=f"cohort: {dataset.name}", show_edge=False)
+    table.add_column("step")
+    table.add_column("excluded", justify="right")
+    table.add_column("remaining", justify="right")
+    for step in dataset.cohort_flow:
+        table.add_row(step.rule, f"{step.excluded:,}", f"{step.remaining:,}")
+    console.print(table)
+    console.print(
+        f"{len(dataset):,} records, {dataset.n_units:,} {dataset.unit_name} units, "
+        f"{len(dataset.schema.columns)} features, label '{dataset.label_name}' "
+        f"positive rate {dataset.positive_rate:.3f}, {dataset.n_sites} sites"
+    )
+    for note in dataset.notes:
+        console.print(f"  note: {note}", style="yellow" if note.startswith("WARNING") else None)
+
+
+class ConsoleListener:
+    """Receives experiment events and draws progress bars on stderr."""
+
+    def __init__(self, *, progress: bool = True) -> None:
+        self.enabled = progress
+        self.paths: Any = None
+        self._progress = Progress(
+            TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=console, disable=not progress,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ConsoleListener:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "loading":
+            console.print(f"loading {info['spec']} ...")
+        elif event == "dataset":
+            print_cohort(info["dataset"])
+        elif event == "run_start":
+            self._tasks[info["name"]] = self._progress.add_task(
+                info["name"], total=info["epochs"], info="")
+        elif event == "epoch":
+            record = info["record"]
+            text = f"epoch {info['epoch']}"
+            if "val_auroc" in record:
+                text += f"  val AUROC {record['val_auroc']:.3f}"
+            self._progress.update(self._tasks[info["name"]], completed=info["epoch"], info=text)
+        elif event == "run_end":
+            task = self._tasks[info["name"]]
+            utility = info["entry"]["utility"]
+            self._progress.update(task, completed=self._progress.tasks[task].total,
+                                  info=f"test AUROC {utility['auroc']:.3f}")
+        elif event == "done":
+            self.paths = info["paths"]
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def print_summary(document: dict[str, Any], paths: Any = None) -> None:
+    """One row per run: utility on the test split, privacy spent, training time."""
+    table = Table(title=f"medpriv results — {document['dataset']['name']}")
+    for column in ("run", "AUROC (95% CI)", "AUPRC", "accuracy", "F1", "Brier", "ε", "train s"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for run in document["runs"]:
+        u, p = run["utility"], run["privacy"]
+        lo, hi = u["auroc_ci95"]
+        table.add_row(
+            run["name"], f"{_fmt(u['auroc'])} ({_fmt(lo)}–{_fmt(hi)})", _fmt(u["auprc"]),
+            _fmt(u["accuracy"]), _fmt(u["f1"]), _fmt(u["brier"]),
+            "not private" if p["epsilon"] is None else _fmt(p["epsilon"], 2),
+            f"{run['cost']['train_seconds']:.1f}",
+        )
+    stdout.print(table)
+    if paths is not None:
+        stdout.print(f"results: {paths.results}\nreport:  {paths.report}")

@@ -1,0 +1,126 @@
+"""`TabularDataset`: the one cohort type every later stage takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from medpriv.errors import DataSchemaError
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Which feature columns are numeric, categorical, and sensitive (attribute-inference targets)."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    sensitive: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+
+@dataclass(frozen=True)
+class CohortStep:
+    """One line of the cohort flow: a rule and how many records it removed."""
+
+    rule: str
+    excluded: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class TabularDataset:
+    """Features (one row per record), a binary label, the privacy unit and an optional site.
+
+    `unit_ids` names the privacy unit (the patient); `site_ids` the hospital or care unit.
+    `cohort_flow` records how the rows were selected; `notes` are human-readable remarks
+    (duplicates dropped, top-coded ages, ...) that end up in results.json.
+    """
+
+    name: str
+    features: pd.DataFrame
+    labels: np.ndarray
+    unit_ids: np.ndarray
+    schema: Schema
+    site_ids: np.ndarray | None = None
+    unit_name: str = "patient"
+    label_name: str = "label"
+    cohort_flow: tuple[CohortStep, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        problems = []
+        if len(self.labels) != n or len(self.unit_ids) != n:
+            problems.append(f"features ({n} rows), labels and unit ids must have equal length")
+        if self.site_ids is not None and len(self.site_ids) != n:
+            problems.append("site ids must have one entry per row")
+        missing = [c for c in self.schema.columns if c not in self.features.columns]
+        if missing:
+            problems.append(f"schema names columns absent from the features: {missing}")
+        extra = [c for c in self.features.columns if c not in self.schema.columns]
+        if extra:
+            problems.append(f"feature columns missing from the schema: {extra}")
+        bad_sensitive = [c for c in self.schema.sensitive if c not in self.schema.columns]
+        if bad_sensitive:
+            problems.append(f"sensitive columns are not features: {bad_sensitive}")
+        if n and not np.isin(self.labels, (0, 1)).all():
+            problems.append("labels must be 0 or 1")
+        if problems:
+            raise DataSchemaError("; ".join(problems))
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def n_units(self) -> int:
+        return int(pd.unique(self.unit_ids).size)
+
+    @property
+    def n_sites(self) -> int:
+        return 0 if self.site_ids is None else int(pd.unique(self.site_ids).size)
+
+    @property
+    def positive_rate(self) -> float:
+        return float(np.mean(self.labels)) if len(self) else 0.0
+
+    def subset(self, rows: np.ndarray) -> TabularDataset:
+        """The rows at positional indices `rows`, as a new dataset (cohort flow kept)."""
+        rows = np.asarray(rows)
+        return TabularDataset(
+            name=self.name,
+            features=self.features.iloc[rows].reset_index(drop=True),
+            labels=self.labels[rows],
+            unit_ids=self.unit_ids[rows],
+            schema=self.schema,
+            site_ids=None if self.site_ids is None else self.site_ids[rows],
+            unit_name=self.unit_name,
+            label_name=self.label_name,
+            cohort_flow=self.cohort_flow,
+            notes=self.notes,
+        )
+
+    def summary(self) -> dict:
+        """The `dataset` block of results.json."""
+        return {
+            "name": self.name,
+            "n_records": len(self),
+            "n_units": self.n_units,
+            "n_features": len(self.schema.columns),
+            "positive_rate": round(self.positive_rate, 6),
+            "n_sites": self.n_sites,
+            "unit": self.unit_name,
+            "label": self.label_name,
+            "numeric_features": list(self.schema.numeric),
+            "categorical_features": list(self.schema.categorical),
+            "sensitive_features": list(self.schema.sensitive),
+            "cohort_flow": [
+                {"rule": s.rule, "excluded": s.excluded, "remaining": s.remaining}
+                for s in self.cohort_flow
+            ],
+            "notes": list(self.notes),
+        }

@@ -1,0 +1,80 @@
+"""Preprocessing fitted on training rows only: median impute + missing indicators, standardize, one-hot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from medpriv.data.dataset import Schema
+from medpriv.errors import DataSchemaError, NotFittedError
+
+MISSING_LEVEL = "<missing>"
+
+
+@dataclass
+class Preprocessor:
+    """Turns a feature frame into a float32 matrix. `fit` sees training rows only."""
+
+    schema: Schema
+
+    def fit(self, features: pd.DataFrame) -> Preprocessor:
+        numeric = features[list(self.schema.numeric)].apply(pd.to_numeric, errors="coerce")
+        medians = numeric.median().fillna(0.0)
+        filled = numeric.fillna(medians)
+        stds = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
+        self.medians_ = medians.to_dict()
+        self.means_ = filled.mean().to_dict()
+        self.stds_ = stds.to_dict()
+        self.indicator_columns_ = [c for c in self.schema.numeric if numeric[c].isna().any()]
+        self.categories_ = {
+            c: sorted(_as_levels(features[c]).unique().tolist()) for c in self.schema.categorical
+        }
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "medians_"):
+            raise NotFittedError("Preprocessor.transform called before fit")
+
+    @property
+    def feature_names_(self) -> list[str]:
+        self._check_fitted()
+        names = list(self.schema.numeric)
+        names += [f"{c}_missing" for c in self.indicator_columns_]
+        names += [f"{c}={level}" for c, levels in self.categories_.items() for level in levels]
+        return names
+
+    def transform(self, features: pd.DataFrame) -> np.ndarray:
+        """The design matrix; unseen categories encode as all zeros."""
+        self._check_fitted()
+        absent = [c for c in self.schema.columns if c not in features.columns]
+        if absent:
+            raise DataSchemaError(f"features lack columns the preprocessor was fitted on: {absent}")
+        numeric = features[list(self.schema.numeric)].apply(pd.to_numeric, errors="coerce")
+        blocks = [
+            ((numeric.fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.stds_))
+            .to_numpy(dtype=np.float32)
+        ]
+        blocks.append(numeric[self.indicator_columns_].isna().to_numpy(dtype=np.float32))
+        for column, levels in self.categories_.items():
+            values = _as_levels(features[column]).to_numpy()
+            blocks.append((values[:, None] == np.asarray(levels, dtype=object)[None, :]).astype(np.float32))
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(features), 0), np.float32)
+
+    def fit_transform(self, features: pd.DataFrame) -> np.ndarray:
+        return self.fit(features).transform(features)
+
+    def state_dict(self) -> dict:
+        """Plain JSON-able state, for checkpoints."""
+        self._check_fitted()
+        return {
+            "medians": self.medians_, "means": self.means_, "stds": self.stds_,
+            "indicator_columns": self.indicator_columns_, "categories": self.categories_,
+        }
+
+
+def _as_levels(values: pd.Series) -> pd.Series:
+    """Categorical values as stripped strings, with missing as its own level."""
+    text = values.astype("object").where(values.notna(), MISSING_LEVEL).astype(str).str.strip()
+    return text.replace({"": MISSING_LEVEL, "nan": MISSING_LEVEL})

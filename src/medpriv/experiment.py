@@ -1,0 +1,114 @@
+"""dataset -> methods x seeds -> evaluation -> results.json and report.html."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medpriv import __version__
+from medpriv.config import ExperimentConfig, to_toml
+from medpriv.data.dataset import TabularDataset
+from medpriv.data.sources import load_dataset
+from medpriv.data.splits import Splits, split_by_unit
+from medpriv.metrics import choose_threshold, curves, utility_metrics
+from medpriv.results import run_entry, write_json_atomic
+from medpriv.train.base import TrainedModel, get_trainer
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one experiment writes: results.json, report.html, config.toml, checkpoints/."""
+
+    root: Path
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    def checkpoint(self, method: str, seed: int) -> Path:
+        return self.root / "checkpoints" / f"{method}-seed{seed}.pt"
+
+    @classmethod
+    def new(cls, out: Path) -> RunPaths:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        root, k = Path(out) / stamp, 1
+        while root.exists():
+            root, k = Path(out) / f"{stamp}-{k}", k + 1
+        return cls(root)
+
+
+def make_splits(dataset: TabularDataset, config: ExperimentConfig, seed: int) -> Splits:
+    return split_by_unit(dataset, val_fraction=config.split.val_fraction,
+                         test_fraction=config.split.test_fraction, seed=seed)
+
+
+def evaluate(model: TrainedModel, splits: Splits, *, n_boot: int = 1000,
+             seed: int = 0) -> tuple[dict, dict]:
+    """(utility block, curves) on the test split; the alternative threshold is chosen on val."""
+    threshold = choose_threshold(splits.val.labels, model.predict_proba(splits.val))
+    prob = model.predict_proba(splits.test)
+    utility = utility_metrics(splits.test.labels, prob, val_threshold=threshold,
+                              n_boot=n_boot, seed=seed)
+    return utility, curves(splits.test.labels, prob)
+
+
+def run_experiment(config: ExperimentConfig, *, paths: RunPaths | None = None,
+                   resume: bool = False, listener: Listener | None = None,
+                   dataset: TabularDataset | None = None) -> dict[str, Any]:
+    """Run every method for every seed; results.json is rewritten after each run."""
+    notify = listener or (lambda event, info: None)
+    trainers = {m: get_trainer(m) for m in config.run.methods}  # unknown names fail here
+    paths = paths or RunPaths.new(Path(config.run.out))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(to_toml(config), encoding="utf-8")
+
+    if dataset is None:
+        notify("loading", {"spec": config.data.spec})
+        dataset = load_dataset(config.data)
+    notify("dataset", {"dataset": dataset})
+    document: dict[str, Any] = {
+        "medpriv_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+        "dataset": dataset.summary(),
+        "runs": [],
+    }
+    for seed in range(config.run.seeds):
+        splits = make_splits(dataset, config, seed)
+        for method, trainer in trainers.items():
+            name = f"{method} seed={seed}"
+            notify("run_start", {"name": name, "epochs": config.train.epochs})
+            model = trainer.fit(
+                splits=splits, config=config.train, seed=seed,
+                checkpoint=paths.checkpoint(method, seed), resume=resume,
+                on_epoch=lambda epoch, record, name=name: notify(
+                    "epoch", {"name": name, "epoch": epoch, "record": record}),
+            )
+            started = time.perf_counter()
+            utility, run_curves = evaluate(model, splits, n_boot=config.run.bootstrap, seed=seed)
+            entry = run_entry(name=name, model=model, seed=seed, utility=utility,
+                              curves=run_curves, split_sizes=splits.sizes())
+            entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
+            document["runs"].append(entry)
+            write_json_atomic(document, paths.results)
+            notify("run_end", {"name": name, "entry": entry})
+    write_json_atomic(document, paths.results)
+    from medpriv.report.html import write_report
+
+    write_report(document, paths.report)
+    notify("done", {"paths": paths})
+    return document

@@ -1,0 +1,84 @@
+"""Trainer registry, the `TrainedModel` every trainer returns, and the scorer protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from medpriv.config import TrainConfig
+from medpriv.data.dataset import TabularDataset
+from medpriv.data.preprocess import Preprocessor
+from medpriv.data.splits import Splits
+from medpriv.privacy.accounting import PrivacySpent
+from medpriv.registry import Registry
+
+
+class Scorer(Protocol):
+    """Maps a preprocessed design matrix to logit(P(y=1)) per row."""
+
+    def margin(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Cost:
+    train_seconds: float = 0.0
+    bytes_communicated: int = 0
+
+    def to_dict(self) -> dict:
+        return {"train_seconds": round(self.train_seconds, 4),
+                "bytes_communicated": self.bytes_communicated}
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model with its preprocessing, history, privacy spent and cost."""
+
+    method: str
+    preprocessor: Preprocessor
+    scorer: Scorer
+    history: list[dict[str, float]] = field(default_factory=list)
+    privacy: PrivacySpent = field(default_factory=PrivacySpent)
+    cost: Cost = field(default_factory=Cost)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def _design(self, data: TabularDataset | pd.DataFrame) -> np.ndarray:
+        features = data.features if isinstance(data, TabularDataset) else data
+        return self.preprocessor.transform(features)
+
+    def margin(self, data: TabularDataset | pd.DataFrame) -> np.ndarray:
+        """logit(P(y=1)) per row."""
+        return np.asarray(self.scorer.margin(self._design(data)), dtype=np.float64)
+
+    def predict_proba(self, data: TabularDataset | pd.DataFrame) -> np.ndarray:
+        """P(y=1) per row."""
+        return 1.0 / (1.0 + np.exp(-self.margin(data)))
+
+    def losses(self, data: TabularDataset) -> np.ndarray:
+        """Per-record cross-entropy of the true label (what loss-based attacks read)."""
+        m = self.margin(data)
+        signed = np.where(data.labels == 1, m, -m)
+        return np.logaddexp(0.0, -signed)
+
+
+class Trainer(Protocol):
+    """One per method; `fit` is keyword-only and returns a TrainedModel."""
+
+    def fit(self, *, splits: Splits, config: TrainConfig, seed: int = 0,
+            checkpoint: Path | None = None, resume: bool = False,
+            on_epoch: Callable[[int, dict], None] | None = None) -> TrainedModel: ...
+
+
+TRAINERS: Registry[type] = Registry("method")
+
+
+def get_trainer(name: str) -> Trainer:
+    """A new trainer instance for a registered method name."""
+    import medpriv.train.baseline  # noqa: F401  (registers the built-in trainers)
+    import medpriv.train.logreg  # noqa: F401
+
+    return TRAINERS.get(name)()

@@ -1,0 +1,45 @@
+"""Checkpoints: tensors and JSON metadata, written atomically, loaded without unpickling objects."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medpriv.errors import CheckpointError
+
+FORMAT = "medpriv-checkpoint-1"
+
+
+def save_checkpoint(path: Path, *, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write `state` (tensors, state dicts) and JSON-able `meta` to `path` via temp file + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**state, "meta": json.dumps({"format": FORMAT, **meta})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, meta) from a checkpoint; only tensors and plain containers are accepted."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(payload.pop("meta"))
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} file")
+    return payload, meta
