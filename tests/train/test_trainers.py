@@ -1,0 +1,36 @@
+"""Conformance: every registered trainer honours the same contract."""
+
+import numpy as np
+import pytest
+
+from medpriv.config import TrainConfig
+from medpriv.data.splits import split_by_unit
+from medpriv.metrics import auroc
+from medpriv.train.base import TRAINERS, TrainedModel, get_trainer
+from tests.conftest import make_toy_dataset
+
+get_trainer("baseline")  # import the built-in trainers so the registry is populated
+
+
+@pytest.mark.parametrize("method", TRAINERS.names())
+def test_trainer_contract(method: str):
+    splits = split_by_unit(make_toy_dataset(800), seed=0)
+    model = get_trainer(method).fit(splits=splits, config=TrainConfig(epochs=15), seed=0)
+    assert isinstance(model, TrainedModel) and model.method == method
+    prob = model.predict_proba(splits.test)
+    assert prob.shape == (len(splits.test),) and np.all((prob >= 0) & (prob <= 1))
+    assert auroc(splits.test.labels, prob) > 0.75  # the toy signal is strong
+    losses = model.losses(splits.test)
+    assert losses.shape == prob.shape and np.all(losses >= 0)
+    expected = -np.log(np.where(splits.test.labels == 1, prob, 1 - prob))
+    np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
+    assert model.history and all("epoch" in h for h in model.history)
+    assert model.privacy.epsilon is None and model.cost.train_seconds > 0
+    # pandas input works the same as a dataset
+    np.testing.assert_allclose(model.predict_proba(splits.test.features), prob)
+
+
+def test_fit_is_keyword_only():
+    splits = split_by_unit(make_toy_dataset(200), seed=0)
+    with pytest.raises(TypeError):
+        get_trainer("logreg").fit(splits, TrainConfig())  # type: ignore[misc]
