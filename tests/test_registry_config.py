@@ -19,8 +19,14 @@ def test_registry_rejects_duplicates_and_lists_valid_names():
 
 
 def test_config_round_trips_through_toml(tmp_path: Path):
-    config = load_config(None, {"run": {"methods": "baseline,logreg", "seeds": 2},
-                                "train": {"hidden": [32, 16]}, "data": {"threshold": 15000}})
+    config = load_config(
+        None,
+        {
+            "run": {"methods": "baseline,logreg", "seeds": 2},
+            "train": {"hidden": [32, 16]},
+            "data": {"threshold": 15000},
+        },
+    )
     path = tmp_path / "c.toml"
     path.write_text(to_toml(config))
     assert load_config(path) == config
@@ -45,7 +51,7 @@ def test_config_rejects_wrong_types_and_ranges():
 
 def test_cli_overrides_beat_file_and_none_is_ignored(tmp_path: Path):
     path = tmp_path / "c.toml"
-    path.write_text('[train]\nepochs = 7\nlr = 0.01\n')
+    path.write_text("[train]\nepochs = 7\nlr = 0.01\n")
     config = load_config(path, {"train": {"epochs": 3, "lr": None}})
     assert config.train.epochs == 3 and config.train.lr == 0.01
     assert isinstance(config, ExperimentConfig)

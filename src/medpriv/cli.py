@@ -13,9 +13,14 @@ import typer
 from medpriv.config import ExperimentConfig, load_config
 from medpriv.errors import MedprivError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Private clinical prediction models, and measurements of how much they leak.")
-data_app = typer.Typer(no_args_is_help=True, help="Write synthetic MIMIC-III tables or extract cohorts.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Private clinical prediction models, and measurements of how much they leak.",
+)
+data_app = typer.Typer(
+    no_args_is_help=True, help="Write synthetic MIMIC-III tables or extract cohorts."
+)
 app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,47 +40,89 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-DataOpt = Annotated[str | None, typer.Option("--data", help="synthetic[:N_STAYS] | mimic3:DIR | csv:FILE")]
+DataOpt = Annotated[
+    str | None, typer.Option("--data", help="synthetic[:N_STAYS] | mimic3:DIR | csv:FILE")
+]
 TargetOpt = Annotated[str | None, typer.Option(help="CSV: the outcome column")]
-PositiveOpt = Annotated[str | None, typer.Option(help="CSV: the value of --target that is positive")]
+PositiveOpt = Annotated[
+    str | None, typer.Option(help="CSV: the value of --target that is positive")
+]
 ThresholdOpt = Annotated[float | None, typer.Option(help="CSV: label = target > THRESHOLD")]
 UnitOpt = Annotated[str | None, typer.Option(help="CSV: privacy-unit column (default: each row)")]
 SiteOpt = Annotated[str | None, typer.Option(help="CSV: hospital/site column")]
 SensitiveOpt = Annotated[str | None, typer.Option(help="comma-separated sensitive columns")]
 DropOpt = Annotated[str | None, typer.Option(help="comma-separated columns to drop")]
-KeepDupOpt = Annotated[bool | None, typer.Option("--keep-duplicates", help="CSV: keep exact duplicate rows")]
+KeepDupOpt = Annotated[
+    bool | None, typer.Option("--keep-duplicates", help="CSV: keep exact duplicate rows")
+]
 WindowOpt = Annotated[int | None, typer.Option(help="MIMIC: observation window, 24 or 48 hours")]
-LabelOpt = Annotated[str | None, typer.Option(help="MIMIC: 'hospital' (in-hospital death) or 'icu'")]
-AllStaysOpt = Annotated[bool | None, typer.Option("--all-stays", help="MIMIC: keep every ICU stay, not only the first per patient")]
+LabelOpt = Annotated[
+    str | None, typer.Option(help="MIMIC: 'hospital' (in-hospital death) or 'icu'")
+]
+AllStaysOpt = Annotated[
+    bool | None,
+    typer.Option("--all-stays", help="MIMIC: keep every ICU stay, not only the first per patient"),
+]
 
 
-def data_overrides(data: str | None, target: str | None, positive: str | None,
-                   threshold: float | None, unit_column: str | None, site_column: str | None,
-                   sensitive: str | None, drop: str | None, keep_duplicates: bool | None,
-                   window_hours: int | None, label: str | None, all_stays: bool | None) -> dict:
-    return {"spec": data, "target": target, "positive": positive, "threshold": threshold,
-            "unit_column": unit_column, "site_column": site_column, "sensitive": sensitive,
-            "drop": drop, "keep_duplicates": keep_duplicates, "window_hours": window_hours,
-            "label": label, "all_stays": all_stays}
+def data_overrides(
+    data: str | None,
+    target: str | None,
+    positive: str | None,
+    threshold: float | None,
+    unit_column: str | None,
+    site_column: str | None,
+    sensitive: str | None,
+    drop: str | None,
+    keep_duplicates: bool | None,
+    window_hours: int | None,
+    label: str | None,
+    all_stays: bool | None,
+) -> dict:
+    return {
+        "spec": data,
+        "target": target,
+        "positive": positive,
+        "threshold": threshold,
+        "unit_column": unit_column,
+        "site_column": site_column,
+        "sensitive": sensitive,
+        "drop": drop,
+        "keep_duplicates": keep_duplicates,
+        "window_hours": window_hours,
+        "label": label,
+        "all_stays": all_stays,
+    }
 
 
 @app.command()
 @one_line_errors
 def run(
     data: DataOpt = None,
-    methods: Annotated[str | None, typer.Option(help="comma-separated, e.g. baseline,logreg")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="comma-separated, e.g. baseline,logreg")
+    ] = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds (splits and inits)")] = None,
     out: Annotated[str | None, typer.Option(help="parent folder of the run folder")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML experiment file")] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue the run in this folder from its checkpoints")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="continue the run in this folder from its checkpoints")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="maximum training epochs")] = None,
     batch_size: Annotated[int | None, typer.Option(help="mini-batch size")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     hidden: Annotated[str | None, typer.Option(help="hidden widths, e.g. 128,64")] = None,
-    target: TargetOpt = None, positive: PositiveOpt = None, threshold: ThresholdOpt = None,
-    unit_column: UnitOpt = None, site_column: SiteOpt = None, sensitive: SensitiveOpt = None,
-    drop: DropOpt = None, keep_duplicates: KeepDupOpt = None, window_hours: WindowOpt = None,
-    label: LabelOpt = None, all_stays: AllStaysOpt = None,
+    target: TargetOpt = None,
+    positive: PositiveOpt = None,
+    threshold: ThresholdOpt = None,
+    unit_column: UnitOpt = None,
+    site_column: SiteOpt = None,
+    sensitive: SensitiveOpt = None,
+    drop: DropOpt = None,
+    keep_duplicates: KeepDupOpt = None,
+    window_hours: WindowOpt = None,
+    label: LabelOpt = None,
+    all_stays: AllStaysOpt = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train and evaluate every method; write results.json and report.html."""
@@ -89,17 +136,34 @@ def run(
         config = config or resume / "config.toml"
         paths = RunPaths(resume)
     overrides = {
-        "data": data_overrides(data, target, positive, threshold, unit_column, site_column,
-                               sensitive, drop, keep_duplicates, window_hours, label, all_stays),
+        "data": data_overrides(
+            data,
+            target,
+            positive,
+            threshold,
+            unit_column,
+            site_column,
+            sensitive,
+            drop,
+            keep_duplicates,
+            window_hours,
+            label,
+            all_stays,
+        ),
         "run": {"methods": methods, "seeds": seeds, "out": out},
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                  "hidden": _int_list(hidden, "--hidden")},
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "hidden": _int_list(hidden, "--hidden"),
+        },
     }
     resolved: ExperimentConfig = load_config(config, overrides)
     listener = ConsoleListener(progress=progress)
     with listener:
-        document = run_experiment(resolved, paths=paths, resume=resume is not None,
-                                  listener=listener)
+        document = run_experiment(
+            resolved, paths=paths, resume=resume is not None, listener=listener
+        )
     print_summary(document, listener.paths)
 
 
@@ -120,7 +184,7 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
     gzip: Annotated[bool, typer.Option("--gzip", help="write .csv.gz")] = False,
 ) -> None:
-    """Write synthetic MIMIC-III v1.4 tables (patients, admissions, icustays, events, dictionaries)."""
+    """Write synthetic MIMIC-III v1.4 tables (patients, stays, events, dictionaries)."""
     from medpriv.data.synthetic import write_synthetic_mimic
 
     counts = write_synthetic_mimic(out, n_stays=stays, seed=seed, compress=gzip)
@@ -134,19 +198,42 @@ def data_synth(
 def data_extract(
     out: Annotated[Path, typer.Option(help="cohort CSV to write")],
     data: DataOpt = "synthetic",
-    target: TargetOpt = None, positive: PositiveOpt = None, threshold: ThresholdOpt = None,
-    unit_column: UnitOpt = None, site_column: SiteOpt = None, sensitive: SensitiveOpt = None,
-    drop: DropOpt = None, keep_duplicates: KeepDupOpt = None, window_hours: WindowOpt = None,
-    label: LabelOpt = None, all_stays: AllStaysOpt = None,
+    target: TargetOpt = None,
+    positive: PositiveOpt = None,
+    threshold: ThresholdOpt = None,
+    unit_column: UnitOpt = None,
+    site_column: SiteOpt = None,
+    sensitive: SensitiveOpt = None,
+    drop: DropOpt = None,
+    keep_duplicates: KeepDupOpt = None,
+    window_hours: WindowOpt = None,
+    label: LabelOpt = None,
+    all_stays: AllStaysOpt = None,
 ) -> None:
     """Extract the cohort table (one row per record, label, unit and site) and print its flow."""
     from medpriv.console import print_cohort
     from medpriv.data.export import write_cohort_csv
     from medpriv.data.sources import load_dataset
 
-    resolved = load_config(None, {"data": data_overrides(
-        data, target, positive, threshold, unit_column, site_column, sensitive, drop,
-        keep_duplicates, window_hours, label, all_stays)})
+    resolved = load_config(
+        None,
+        {
+            "data": data_overrides(
+                data,
+                target,
+                positive,
+                threshold,
+                unit_column,
+                site_column,
+                sensitive,
+                drop,
+                keep_duplicates,
+                window_hours,
+                label,
+                all_stays,
+            )
+        },
+    )
     dataset = load_dataset(resolved.data)
     print_cohort(dataset)
     write_cohort_csv(dataset, out)

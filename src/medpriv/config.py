@@ -1,20 +1,21 @@
-"""Experiment configuration: frozen dataclasses per section, loaded from TOML; unknown keys are errors."""
+"""Experiment configuration: frozen dataclasses per section, from TOML; unknown keys are errors."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from medpriv.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the cohort comes from (`spec`: synthetic[:N], mimic3:DIR, csv:FILE) and how to read it."""
+    """Where the cohort comes from (`spec`: synthetic[:N], mimic3:DIR, csv:FILE), how to read it."""
 
     spec: str = "synthetic"
     target: str | None = None
@@ -103,7 +104,10 @@ class ExperimentConfig:
 
 
 SECTION_TYPES = {
-    "data": DataConfig, "split": SplitConfig, "train": TrainConfig, "run": RunConfig,
+    "data": DataConfig,
+    "split": SplitConfig,
+    "train": TrainConfig,
+    "run": RunConfig,
 }
 
 
@@ -150,7 +154,9 @@ def build_config(values: dict[str, dict[str, Any]]) -> ExperimentConfig:
     return ExperimentConfig(**sections).validate()
 
 
-def load_config(path: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> ExperimentConfig:
+def load_config(
+    path: Path | None, overrides: dict[str, dict[str, Any]] | None = None
+) -> ExperimentConfig:
     """Read a TOML file (optional) and apply CLI overrides (None values are ignored)."""
     values: dict[str, dict[str, Any]] = {}
     if path is not None:

@@ -39,8 +39,12 @@ class ConsoleListener:
         self.enabled = progress
         self.paths: Any = None
         self._progress = Progress(
-            TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), console=console, disable=not progress,
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not progress,
         )
         self._tasks: dict[str, Any] = {}
 
@@ -53,12 +57,17 @@ class ConsoleListener:
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "loading":
-            console.print(f"loading {info['spec']} ...")
+            self._tasks["loading"] = self._progress.add_task(
+                "loading data", total=None, info=info["spec"]
+            )
         elif event == "dataset":
+            if "loading" in self._tasks:
+                self._progress.update(self._tasks["loading"], total=1, completed=1)
             print_cohort(info["dataset"])
         elif event == "run_start":
             self._tasks[info["name"]] = self._progress.add_task(
-                info["name"], total=info["epochs"], info="")
+                info["name"], total=info["epochs"], info=""
+            )
         elif event == "epoch":
             record = info["record"]
             text = f"epoch {info['epoch']}"
@@ -68,8 +77,11 @@ class ConsoleListener:
         elif event == "run_end":
             task = self._tasks[info["name"]]
             utility = info["entry"]["utility"]
-            self._progress.update(task, completed=self._progress.tasks[task].total,
-                                  info=f"test AUROC {utility['auroc']:.3f}")
+            self._progress.update(
+                task,
+                completed=self._progress.tasks[task].total,
+                info=f"test AUROC {utility['auroc']:.3f}",
+            )
         elif event == "done":
             self.paths = info["paths"]
 
@@ -87,8 +99,12 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
         u, p = run["utility"], run["privacy"]
         lo, hi = u["auroc_ci95"]
         table.add_row(
-            run["name"], f"{_fmt(u['auroc'])} ({_fmt(lo)}–{_fmt(hi)})", _fmt(u["auprc"]),
-            _fmt(u["accuracy"]), _fmt(u["f1"]), _fmt(u["brier"]),
+            run["name"],
+            f"{_fmt(u['auroc'])} ({_fmt(lo)}–{_fmt(hi)})",
+            _fmt(u["auprc"]),
+            _fmt(u["accuracy"]),
+            _fmt(u["f1"]),
+            _fmt(u["brier"]),
             "not private" if p["epsilon"] is None else _fmt(p["epsilon"], 2),
             f"{run['cost']['train_seconds']:.1f}",
         )

@@ -52,23 +52,34 @@ class RunPaths:
 
 
 def make_splits(dataset: TabularDataset, config: ExperimentConfig, seed: int) -> Splits:
-    return split_by_unit(dataset, val_fraction=config.split.val_fraction,
-                         test_fraction=config.split.test_fraction, seed=seed)
+    return split_by_unit(
+        dataset,
+        val_fraction=config.split.val_fraction,
+        test_fraction=config.split.test_fraction,
+        seed=seed,
+    )
 
 
-def evaluate(model: TrainedModel, splits: Splits, *, n_boot: int = 1000,
-             seed: int = 0) -> tuple[dict, dict]:
+def evaluate(
+    model: TrainedModel, splits: Splits, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[dict, dict]:
     """(utility block, curves) on the test split; the alternative threshold is chosen on val."""
     threshold = choose_threshold(splits.val.labels, model.predict_proba(splits.val))
     prob = model.predict_proba(splits.test)
-    utility = utility_metrics(splits.test.labels, prob, val_threshold=threshold,
-                              n_boot=n_boot, seed=seed)
+    utility = utility_metrics(
+        splits.test.labels, prob, val_threshold=threshold, n_boot=n_boot, seed=seed
+    )
     return utility, curves(splits.test.labels, prob)
 
 
-def run_experiment(config: ExperimentConfig, *, paths: RunPaths | None = None,
-                   resume: bool = False, listener: Listener | None = None,
-                   dataset: TabularDataset | None = None) -> dict[str, Any]:
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    paths: RunPaths | None = None,
+    resume: bool = False,
+    listener: Listener | None = None,
+    dataset: TabularDataset | None = None,
+) -> dict[str, Any]:
     """Run every method for every seed; results.json is rewritten after each run."""
     notify = listener or (lambda event, info: None)
     trainers = {m: get_trainer(m) for m in config.run.methods}  # unknown names fail here
@@ -93,15 +104,25 @@ def run_experiment(config: ExperimentConfig, *, paths: RunPaths | None = None,
             name = f"{method} seed={seed}"
             notify("run_start", {"name": name, "epochs": config.train.epochs})
             model = trainer.fit(
-                splits=splits, config=config.train, seed=seed,
-                checkpoint=paths.checkpoint(method, seed), resume=resume,
+                splits=splits,
+                config=config.train,
+                seed=seed,
+                checkpoint=paths.checkpoint(method, seed),
+                resume=resume,
                 on_epoch=lambda epoch, record, name=name: notify(
-                    "epoch", {"name": name, "epoch": epoch, "record": record}),
+                    "epoch", {"name": name, "epoch": epoch, "record": record}
+                ),
             )
             started = time.perf_counter()
             utility, run_curves = evaluate(model, splits, n_boot=config.run.bootstrap, seed=seed)
-            entry = run_entry(name=name, model=model, seed=seed, utility=utility,
-                              curves=run_curves, split_sizes=splits.sizes())
+            entry = run_entry(
+                name=name,
+                model=model,
+                seed=seed,
+                utility=utility,
+                curves=run_curves,
+                split_sizes=splits.sizes(),
+            )
             entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
             document["runs"].append(entry)
             write_json_atomic(document, paths.results)

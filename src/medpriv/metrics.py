@@ -1,4 +1,4 @@
-"""Utility metrics: AUROC with bootstrap CI, AUPRC, accuracy, F1, Brier, confusion matrices, curves."""
+"""Utility metrics: AUROC with bootstrap CI, AUPRC, accuracy, F1, Brier, confusion, curves."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ def _auroc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return ((ranks * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def bootstrap_auroc_ci(y: np.ndarray, score: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95, chunk: int = 200) -> tuple[float, float]:
+def bootstrap_auroc_ci(
+    y: np.ndarray,
+    score: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    chunk: int = 200,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the AUROC (resampling records)."""
     if n_boot <= 0:
         return (float("nan"), float("nan"))
@@ -43,8 +50,10 @@ def confusion(y: np.ndarray, prob: np.ndarray, threshold: float) -> list[list[in
     """[[tn, fp], [fn, tp]] at `threshold` (predict positive when prob >= threshold)."""
     pred = prob >= threshold
     y = np.asarray(y) == 1
-    return [[int((~y & ~pred).sum()), int((~y & pred).sum())],
-            [int((y & ~pred).sum()), int((y & pred).sum())]]
+    return [
+        [int((~y & ~pred).sum()), int((~y & pred).sum())],
+        [int((y & ~pred).sum()), int((y & pred).sum())],
+    ]
 
 
 def choose_threshold(y_val: np.ndarray, prob_val: np.ndarray) -> float:
@@ -59,12 +68,22 @@ def _threshold_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dic
     tpr = tp / (tp + fn) if tp + fn else 0.0
     tnr = tn / (tn + fp) if tn + fp else 0.0
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return {"accuracy": (tp + tn) / len(y), "balanced_accuracy": (tpr + tnr) / 2, "f1": f1,
-            "confusion_matrix": [[tn, fp], [fn, tp]]}
+    return {
+        "accuracy": (tp + tn) / len(y),
+        "balanced_accuracy": (tpr + tnr) / 2,
+        "f1": f1,
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
 
 
-def utility_metrics(y: np.ndarray, prob: np.ndarray, *, val_threshold: float | None = None,
-                    n_boot: int = 1000, seed: int = 0) -> dict:
+def utility_metrics(
+    y: np.ndarray,
+    prob: np.ndarray,
+    *,
+    val_threshold: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """The `utility` block of results.json, at threshold 0.5 and at the validation threshold."""
     y, prob = np.asarray(y), np.asarray(prob, float)
     at_half = _threshold_metrics(y, prob, 0.5)
@@ -81,13 +100,15 @@ def utility_metrics(y: np.ndarray, prob: np.ndarray, *, val_threshold: float | N
     }
     if val_threshold is not None:
         at_val = _threshold_metrics(y, prob, val_threshold)
-        out.update({
-            "val_threshold": val_threshold,
-            "accuracy_at_val_threshold": at_val["accuracy"],
-            "balanced_accuracy_at_val_threshold": at_val["balanced_accuracy"],
-            "f1_at_val_threshold": at_val["f1"],
-            "confusion_matrix_at_val_threshold": at_val["confusion_matrix"],
-        })
+        out.update(
+            {
+                "val_threshold": val_threshold,
+                "accuracy_at_val_threshold": at_val["accuracy"],
+                "balanced_accuracy_at_val_threshold": at_val["balanced_accuracy"],
+                "f1_at_val_threshold": at_val["f1"],
+                "confusion_matrix_at_val_threshold": at_val["confusion_matrix"],
+            }
+        )
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
 
 
@@ -97,9 +118,14 @@ def curves(y: np.ndarray, prob: np.ndarray, *, max_points: int = 200) -> dict:
     precision, recall, _ = precision_recall_curve(y, prob)
 
     def thin(*arrays: np.ndarray) -> list[list[float]]:
-        keep = np.unique(np.linspace(0, len(arrays[0]) - 1, min(max_points, len(arrays[0]))).astype(int))
+        keep = np.unique(
+            np.linspace(0, len(arrays[0]) - 1, min(max_points, len(arrays[0]))).astype(int)
+        )
         return [np.round(a[keep], 5).tolist() for a in arrays]
 
     fpr_t, tpr_t = thin(fpr, tpr)
     recall_t, precision_t = thin(recall[::-1], precision[::-1])
-    return {"roc": {"fpr": fpr_t, "tpr": tpr_t}, "pr": {"recall": recall_t, "precision": precision_t}}
+    return {
+        "roc": {"fpr": fpr_t, "tpr": tpr_t},
+        "pr": {"recall": recall_t, "precision": precision_t},
+    }

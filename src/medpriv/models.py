@@ -11,8 +11,14 @@ from torch import nn
 class MLP(nn.Sequential):
     """in -> hidden... -> 2 logits, ReLU activations, optional dropout."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int] = (128, 64), *, dropout: float = 0.0,
-                 n_classes: int = 2) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (128, 64),
+        *,
+        dropout: float = 0.0,
+        n_classes: int = 2,
+    ) -> None:
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:

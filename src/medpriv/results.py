@@ -14,8 +14,15 @@ from medpriv.train.base import TrainedModel
 RUN_KEYS = ("name", "method", "seed", "params", "utility", "privacy", "attacks", "cost")
 
 
-def run_entry(*, name: str, model: TrainedModel, seed: int, utility: dict, curves: dict,
-              split_sizes: dict[str, int]) -> dict[str, Any]:
+def run_entry(
+    *,
+    name: str,
+    model: TrainedModel,
+    seed: int,
+    utility: dict,
+    curves: dict,
+    split_sizes: dict[str, int],
+) -> dict[str, Any]:
     """One element of `runs`; attacks that do not apply are left out, never faked."""
     return {
         "name": name,
@@ -61,19 +68,43 @@ def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
 
 def validate_results(document: dict[str, Any]) -> list[str]:
     """Problems with a results document against the §4 contract (empty list when valid)."""
-    problems = [f"missing top-level key {k!r}" for k in
-                ("medpriv_version", "config", "dataset", "runs") if k not in document]
+    problems = [
+        f"missing top-level key {k!r}"
+        for k in ("medpriv_version", "config", "dataset", "runs")
+        if k not in document
+    ]
     for key in ("name", "n_records", "n_units", "n_features", "positive_rate", "n_sites"):
         if key not in document.get("dataset", {}):
             problems.append(f"dataset lacks {key!r}")
     for i, run in enumerate(document.get("runs", [])):
         problems += [f"runs[{i}] lacks {k!r}" for k in RUN_KEYS if k not in run]
         utility = run.get("utility", {})
-        problems += [f"runs[{i}].utility lacks {k!r}" for k in
-                     ("auroc", "auroc_ci95", "auprc", "accuracy", "balanced_accuracy", "f1",
-                      "brier", "confusion_matrix") if k not in utility]
+        problems += [
+            f"runs[{i}].utility lacks {k!r}"
+            for k in (
+                "auroc",
+                "auroc_ci95",
+                "auprc",
+                "accuracy",
+                "balanced_accuracy",
+                "f1",
+                "brier",
+                "confusion_matrix",
+            )
+            if k not in utility
+        ]
         privacy = run.get("privacy", {})
-        problems += [f"runs[{i}].privacy lacks {k!r}" for k in
-                     ("epsilon", "delta", "accountant", "sampling", "unit", "level",
-                      "clipping_norm") if k not in privacy]
+        problems += [
+            f"runs[{i}].privacy lacks {k!r}"
+            for k in (
+                "epsilon",
+                "delta",
+                "accountant",
+                "sampling",
+                "unit",
+                "level",
+                "clipping_norm",
+            )
+            if k not in privacy
+        ]
     return problems

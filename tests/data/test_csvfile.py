@@ -26,8 +26,9 @@ def test_insurance_task(insurance_csv: Path):
 
 def test_binary_target_detected_and_categoricals_encoded(tmp_path: Path):
     rows = ["patient,site,age,smoker,outcome"]
-    rows += [f"p{i % 40},h{i % 3},{30 + i % 50},{'yes' if i % 4 else 'no'},{i % 2}"
-             for i in range(120)]
+    rows += [
+        f"p{i % 40},h{i % 3},{30 + i % 50},{'yes' if i % 4 else 'no'},{i % 2}" for i in range(120)
+    ]
     path = _write(tmp_path / "t.csv", "\n".join(rows) + "\n")
     data = load_csv(path, target="outcome", unit_column="patient", site_column="site")
     assert set(data.features.columns) == {"age", "smoker"}

@@ -48,8 +48,13 @@ def test_single_class_split_is_a_clear_error():
     dataset = make_toy_dataset(20, seed=0)
     labels = np.zeros(len(dataset), dtype=np.int64)
     labels[0] = 1
-    tiny = type(dataset)(name="tiny", features=dataset.features, labels=labels,
-                         unit_ids=dataset.unit_ids, schema=dataset.schema)
+    tiny = type(dataset)(
+        name="tiny",
+        features=dataset.features,
+        labels=labels,
+        unit_ids=dataset.unit_ids,
+        schema=dataset.schema,
+    )
     with pytest.raises(DataSchemaError, match="single class"):
         split_by_unit(tiny, seed=0)
 

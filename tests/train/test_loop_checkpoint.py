@@ -21,14 +21,17 @@ def _weights(model) -> list[torch.Tensor]:
 def test_resume_continues_exactly_where_training_stopped(tmp_path: Path):
     splits = split_by_unit(make_toy_dataset(500), seed=0)
     trainer = get_trainer("baseline")
-    straight = trainer.fit(splits=splits, config=TrainConfig(epochs=4, **CONFIG), seed=1,
-                           checkpoint=tmp_path / "a.pt")
+    straight = trainer.fit(
+        splits=splits, config=TrainConfig(epochs=4, **CONFIG), seed=1, checkpoint=tmp_path / "a.pt"
+    )
     ckpt = tmp_path / "b.pt"
-    first = trainer.fit(splits=splits, config=TrainConfig(epochs=2, **CONFIG), seed=1,
-                        checkpoint=ckpt)
+    first = trainer.fit(
+        splits=splits, config=TrainConfig(epochs=2, **CONFIG), seed=1, checkpoint=ckpt
+    )
     assert [h["epoch"] for h in first.history] == [1, 2]
-    resumed = trainer.fit(splits=splits, config=TrainConfig(epochs=4, **CONFIG), seed=1,
-                          checkpoint=ckpt, resume=True)
+    resumed = trainer.fit(
+        splits=splits, config=TrainConfig(epochs=4, **CONFIG), seed=1, checkpoint=ckpt, resume=True
+    )
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == straight.history  # same losses: optimizer and RNG state restored
     for a, b in zip(_weights(straight), _weights(resumed), strict=True):
@@ -40,13 +43,21 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path: Path):
 def test_resume_refuses_a_checkpoint_from_different_data(tmp_path: Path):
     trainer = get_trainer("baseline")
     ckpt = tmp_path / "c.pt"
-    trainer.fit(splits=split_by_unit(make_toy_dataset(300), seed=0),
-                config=TrainConfig(epochs=1, **CONFIG), checkpoint=ckpt)
+    trainer.fit(
+        splits=split_by_unit(make_toy_dataset(300), seed=0),
+        config=TrainConfig(epochs=1, **CONFIG),
+        checkpoint=ckpt,
+    )
     with pytest.raises(CheckpointError, match="different run"):
-        trainer.fit(splits=split_by_unit(make_toy_dataset(300, seed=5), seed=0),
-                    config=TrainConfig(epochs=2, **CONFIG), checkpoint=ckpt, resume=True)
+        trainer.fit(
+            splits=split_by_unit(make_toy_dataset(300, seed=5), seed=0),
+            config=TrainConfig(epochs=2, **CONFIG),
+            checkpoint=ckpt,
+            resume=True,
+        )
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_is_atomic_and_never_unpickles(tmp_path: Path):
     path = tmp_path / "x.pt"
     save_checkpoint(path, state={"w": torch.ones(3)}, meta={"epoch": 1})

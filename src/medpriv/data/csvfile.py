@@ -61,7 +61,9 @@ def make_labels(
                 f"column {target!r} is not numeric, so --threshold cannot apply; "
                 "pass --positive VALUE for a categorical target"
             )
-        return (column.to_numpy(dtype=float) > threshold).astype(np.int64), f"{target} > {threshold:g}"
+        return (column.to_numpy(dtype=float) > threshold).astype(
+            np.int64
+        ), f"{target} > {threshold:g}"
     values = column.astype(str).str.strip()
     if positive is not None:
         if not (values == str(positive)).any():
@@ -71,8 +73,13 @@ def make_labels(
             )
         return (values == str(positive)).to_numpy().astype(np.int64), f"{target} = {positive}"
     levels = set(values.unique())
-    for pair, pos in (({"0", "1"}, "1"), ({"0.0", "1.0"}, "1.0"), ({"False", "True"}, "True"),
-                      ({"no", "yes"}, "yes"), ({"No", "Yes"}, "Yes")):
+    for pair, pos in (
+        ({"0", "1"}, "1"),
+        ({"0.0", "1.0"}, "1.0"),
+        ({"False", "True"}, "True"),
+        ({"no", "yes"}, "yes"),
+        ({"No", "Yes"}, "Yes"),
+    ):
         if levels == pair:
             return (values == pos).to_numpy().astype(np.int64), f"{target} = {pos}"
     raise DataSchemaError(
@@ -97,11 +104,18 @@ def load_csv(
     if not target:
         raise DataSchemaError("a CSV source needs --target COLUMN (the binary outcome)")
     frame = read_table(Path(path))
-    named = {"--target": [target], "--unit-column": [unit_column], "--site-column": [site_column],
-             "--sensitive": list(sensitive), "--drop": list(drop)}
+    named = {
+        "--target": [target],
+        "--unit-column": [unit_column],
+        "--site-column": [site_column],
+        "--sensitive": list(sensitive),
+        "--drop": list(drop),
+    }
     problems = [
         f"{flag} column {c!r} not found"
-        for flag, cols in named.items() for c in cols if c is not None and c not in frame.columns
+        for flag, cols in named.items()
+        for c in cols
+        if c is not None and c not in frame.columns
     ]
     if problems:
         raise DataSchemaError("; ".join(problems) + f"; columns are {list(frame.columns)}")
@@ -172,7 +186,8 @@ def infer_schema(features: pd.DataFrame, *, sensitive: tuple[str, ...] = ()) -> 
             levels = values.nunique(dropna=True)
             if levels > MAX_CATEGORY_LEVELS and levels > 0.5 * len(values):
                 problems.append(
-                    f"categorical feature {column!r} has {levels} distinct values (an identifier?); "
+                    f"categorical feature {column!r} has {levels} distinct values "
+                    "(an identifier?); "
                     f"pass --drop {column} or --unit-column {column}"
                 )
             categorical.append(column)
@@ -180,4 +195,6 @@ def infer_schema(features: pd.DataFrame, *, sensitive: tuple[str, ...] = ()) -> 
             numeric.append(column)
     if problems:
         raise DataSchemaError("; ".join(problems))
-    return Schema(numeric=tuple(numeric), categorical=tuple(categorical), sensitive=tuple(sensitive))
+    return Schema(
+        numeric=tuple(numeric), categorical=tuple(categorical), sensitive=tuple(sensitive)
+    )

@@ -12,7 +12,7 @@ from medpriv.errors import DataSchemaError
 
 @dataclass(frozen=True)
 class Schema:
-    """Which feature columns are numeric, categorical, and sensitive (attribute-inference targets)."""
+    """Which feature columns are numeric, categorical, sensitive (attribute-inference targets)."""
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]

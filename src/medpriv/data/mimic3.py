@@ -1,4 +1,4 @@
-"""MIMIC-III v1.4 cohort extraction with DuckDB: SQL straight over the CSVs, streaming, bounded memory.
+"""MIMIC-III v1.4 cohort extraction with DuckDB: SQL over the CSVs, streaming, bounded memory.
 
 Cohort: ICU stays with an admission record, the patient's first ICU stay (the privacy unit is the
 patient), adults (age >= 18 at ICU admission), stays at least as long as the observation window.
@@ -34,17 +34,31 @@ from medpriv.errors import ConfigError, DataSourceError
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("subject_id", "gender", "dob"),
     "admissions": (
-        "subject_id", "hadm_id", "admission_type", "insurance", "ethnicity",
-        "hospital_expire_flag", "deathtime",
+        "subject_id",
+        "hadm_id",
+        "admission_type",
+        "insurance",
+        "ethnicity",
+        "hospital_expire_flag",
+        "deathtime",
     ),
     "icustays": ("subject_id", "hadm_id", "icustay_id", "first_careunit", "intime", "outtime"),
     "chartevents": ("icustay_id", "itemid", "charttime", "valuenum", "error"),
     "labevents": ("subject_id", "itemid", "charttime", "valuenum"),
 }
 COLUMN_TYPES: dict[str, str] = {
-    "row_id": "BIGINT", "subject_id": "BIGINT", "hadm_id": "BIGINT", "icustay_id": "BIGINT",
-    "itemid": "BIGINT", "valuenum": "DOUBLE", "error": "DOUBLE", "hospital_expire_flag": "INTEGER",
-    "dob": "TIMESTAMP", "intime": "TIMESTAMP", "outtime": "TIMESTAMP", "charttime": "TIMESTAMP",
+    "row_id": "BIGINT",
+    "subject_id": "BIGINT",
+    "hadm_id": "BIGINT",
+    "icustay_id": "BIGINT",
+    "itemid": "BIGINT",
+    "valuenum": "DOUBLE",
+    "error": "DOUBLE",
+    "hospital_expire_flag": "INTEGER",
+    "dob": "TIMESTAMP",
+    "intime": "TIMESTAMP",
+    "outtime": "TIMESTAMP",
+    "charttime": "TIMESTAMP",
     "deathtime": "TIMESTAMP",
 }
 LABELS = {"hospital": "in-hospital death", "icu": "ICU death"}
@@ -106,9 +120,7 @@ def read_header(path: Path) -> tuple[str, ...]:
 
 def _read_csv_sql(table: TableFile) -> str:
     """A DuckDB read_csv call with explicit types (no sniffing of values)."""
-    types = ", ".join(
-        f"'{c}': '{COLUMN_TYPES.get(c.lower(), 'VARCHAR')}'" for c in table.columns
-    )
+    types = ", ".join(f"'{c}': '{COLUMN_TYPES.get(c.lower(), 'VARCHAR')}'" for c in table.columns)
     path = str(table.path).replace("'", "''")
     return (
         f"read_csv('{path}', header=true, delim=',', quote='\"', escape='\"', "
@@ -220,7 +232,9 @@ def _extract(
     name: str,
 ) -> TabularDataset:
     con.execute(f"CREATE TEMP TABLE stays AS {_stays_sql(tables)}")
-    flow = [CohortStep("ICU stays seen", 0, con.execute("SELECT count(*) FROM stays").fetchone()[0])]
+    flow = [
+        CohortStep("ICU stays seen", 0, con.execute("SELECT count(*) FROM stays").fetchone()[0])
+    ]
     kept = "TRUE"
     for rule, excluded_if in _cohort_rules(window_hours, first_stay_only, min_stay):
         n_left = con.execute(

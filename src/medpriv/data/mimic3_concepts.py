@@ -25,10 +25,16 @@ CHART_CONCEPTS: tuple[Concept, ...] = (
     Concept("heart_rate", "chartevents", (211, 220045), (1, 299), "bpm"),
     Concept("sys_bp", "chartevents", (51, 442, 455, 6701, 220179, 220050), (1, 399), "mmHg"),
     Concept("dias_bp", "chartevents", (8368, 8440, 8441, 8555, 220180, 220051), (1, 299), "mmHg"),
-    Concept("mean_bp", "chartevents", (456, 52, 6702, 443, 220052, 220181, 225312), (1, 299), "mmHg"),
+    Concept(
+        "mean_bp", "chartevents", (456, 52, 6702, 443, 220052, 220181, 225312), (1, 299), "mmHg"
+    ),
     Concept("resp_rate", "chartevents", (615, 618, 220210, 224690), (1, 69), "/min"),
     Concept(
-        "temp_c", "chartevents", (223762, 676, 223761, 678), (15, 45), "degC",
+        "temp_c",
+        "chartevents",
+        (223762, 676, 223761, 678),
+        (15, 45),
+        "degC",
         fahrenheit_itemids=(223761, 678),
     ),
     Concept("spo2", "chartevents", (646, 220277), (1, 100), "%"),
@@ -36,8 +42,11 @@ CHART_CONCEPTS: tuple[Concept, ...] = (
     # separately (220739, 223900, 223901) and the extractor sums them per chart time.
     Concept("gcs", "chartevents", (198,), (3, 15), "points"),
     Concept(
-        "glucose", "chartevents", (807, 811, 1529, 3745, 3744, 225664, 220621, 226537),
-        (1, 1999), "mg/dL",
+        "glucose",
+        "chartevents",
+        (807, 811, 1529, 3745, 3744, 225664, 220621, 226537),
+        (1, 1999),
+        "mg/dL",
     ),
 )
 

@@ -1,4 +1,7 @@
-"""Preprocessing fitted on training rows only: median impute + missing indicators, standardize, one-hot."""
+"""Preprocessing fitted on training rows only.
+
+Median imputation with missing indicators, standardization, one-hot encoding.
+"""
 
 from __future__ import annotations
 
@@ -53,14 +56,19 @@ class Preprocessor:
             raise DataSchemaError(f"features lack columns the preprocessor was fitted on: {absent}")
         numeric = features[list(self.schema.numeric)].apply(pd.to_numeric, errors="coerce")
         blocks = [
-            ((numeric.fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.stds_))
-            .to_numpy(dtype=np.float32)
+            (
+                (numeric.fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.stds_)
+            ).to_numpy(dtype=np.float32)
         ]
         blocks.append(numeric[self.indicator_columns_].isna().to_numpy(dtype=np.float32))
         for column, levels in self.categories_.items():
             values = _as_levels(features[column]).to_numpy()
-            blocks.append((values[:, None] == np.asarray(levels, dtype=object)[None, :]).astype(np.float32))
-        return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(features), 0), np.float32)
+            blocks.append(
+                (values[:, None] == np.asarray(levels, dtype=object)[None, :]).astype(np.float32)
+            )
+        return (
+            np.concatenate(blocks, axis=1) if blocks else np.zeros((len(features), 0), np.float32)
+        )
 
     def fit_transform(self, features: pd.DataFrame) -> np.ndarray:
         return self.fit(features).transform(features)
@@ -69,8 +77,11 @@ class Preprocessor:
         """Plain JSON-able state, for checkpoints."""
         self._check_fitted()
         return {
-            "medians": self.medians_, "means": self.means_, "stds": self.stds_,
-            "indicator_columns": self.indicator_columns_, "categories": self.categories_,
+            "medians": self.medians_,
+            "means": self.means_,
+            "stds": self.stds_,
+            "indicator_columns": self.indicator_columns_,
+            "categories": self.categories_,
         }
 
 

@@ -45,7 +45,9 @@ def _synthetic(argument: str | None, config: DataConfig) -> TabularDataset:
     try:
         n_stays = int(argument) if argument else DEFAULT_SYNTHETIC_STAYS
     except ValueError:
-        raise ConfigError(f"synthetic:N needs a whole number of ICU stays, got {argument!r}") from None
+        raise ConfigError(
+            f"synthetic:N needs a whole number of ICU stays, got {argument!r}"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="medpriv-synthetic-") as tmp:
         write_synthetic_mimic(Path(tmp), n_stays=n_stays, seed=config.synthetic_seed)
         return extract_mimic3(Path(tmp), name="synthetic", **_mimic_options(config))

@@ -61,7 +61,7 @@ def split_by_unit(
         members = rng.permutation(np.flatnonzero(unit_label == stratum))
         start = 0
         for name, fraction in fractions.items():
-            count = int(round(fraction * len(members)))
+            count = round(fraction * len(members))
             assignment[members[start : start + count]] = name
             start += count
     row_part = assignment[unit_index]

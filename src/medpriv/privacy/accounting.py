@@ -26,8 +26,10 @@ class PrivacySpent:
         if not self.is_private:
             return "Not differentially private: no formal guarantee; measure leakage with attacks."
         delta = f", δ = {self.delta:.2g}" if self.delta else " (pure ε-DP)"
-        parts = [f"({self.epsilon:.3g}{delta})-differential privacy at the {self.level or 'sample'} "
-                 f"level, privacy unit = {self.unit}"]
+        parts = [
+            f"({self.epsilon:.3g}{delta})-differential privacy at the {self.level or 'sample'} "
+            f"level, privacy unit = {self.unit}"
+        ]
         if self.accountant:
             parts.append(f"accountant {self.accountant}")
         parts.append(f"{self.sampling} sampling")

@@ -30,8 +30,10 @@ class Cost:
     bytes_communicated: int = 0
 
     def to_dict(self) -> dict:
-        return {"train_seconds": round(self.train_seconds, 4),
-                "bytes_communicated": self.bytes_communicated}
+        return {
+            "train_seconds": round(self.train_seconds, 4),
+            "bytes_communicated": self.bytes_communicated,
+        }
 
 
 @dataclass
@@ -68,9 +70,16 @@ class TrainedModel:
 class Trainer(Protocol):
     """One per method; `fit` is keyword-only and returns a TrainedModel."""
 
-    def fit(self, *, splits: Splits, config: TrainConfig, seed: int = 0,
-            checkpoint: Path | None = None, resume: bool = False,
-            on_epoch: Callable[[int, dict], None] | None = None) -> TrainedModel: ...
+    def fit(
+        self,
+        *,
+        splits: Splits,
+        config: TrainConfig,
+        seed: int = 0,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_epoch: Callable[[int, dict], None] | None = None,
+    ) -> TrainedModel: ...
 
 
 TRAINERS: Registry[type] = Registry("method")
@@ -78,7 +87,7 @@ TRAINERS: Registry[type] = Registry("method")
 
 def get_trainer(name: str) -> Trainer:
     """A new trainer instance for a registered method name."""
-    import medpriv.train.baseline  # noqa: F401  (registers the built-in trainers)
+    import medpriv.train.baseline
     import medpriv.train.logreg  # noqa: F401
 
     return TRAINERS.get(name)()

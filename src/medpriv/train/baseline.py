@@ -32,18 +32,31 @@ class NetworkScorer:
 def prepare(splits: Splits) -> tuple[Preprocessor, TrainingData]:
     """Fit preprocessing on the training rows only and build the training tensors."""
     pre = Preprocessor(splits.train.schema).fit(splits.train.features)
-    data = TrainingData.from_arrays(pre.transform(splits.train.features), splits.train.labels,
-                                    pre.transform(splits.val.features), splits.val.labels)
+    data = TrainingData.from_arrays(
+        pre.transform(splits.train.features),
+        splits.train.labels,
+        pre.transform(splits.val.features),
+        splits.val.labels,
+    )
     return pre, data
 
 
-def run_meta(method: str, pre: Preprocessor, config: TrainConfig, seed: int,
-             data: TrainingData) -> dict:
+def run_meta(
+    method: str, pre: Preprocessor, config: TrainConfig, seed: int, data: TrainingData
+) -> dict:
     """What a checkpoint must match to be resumed: method, data shape, preprocessing, settings."""
-    return {"method": method, "seed": seed, "n_train": len(data.x_train),
-            "features": pre.feature_names_, "preprocessor": pre.state_dict(),
-            "hidden": list(config.hidden), "dropout": config.dropout, "lr": config.lr,
-            "batch_size": config.batch_size, "weight_decay": config.weight_decay}
+    return {
+        "method": method,
+        "seed": seed,
+        "n_train": len(data.x_train),
+        "features": pre.feature_names_,
+        "preprocessor": pre.state_dict(),
+        "hidden": list(config.hidden),
+        "dropout": config.dropout,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "weight_decay": config.weight_decay,
+    }
 
 
 @TRAINERS.register("baseline")
@@ -52,27 +65,50 @@ class BaselineTrainer:
 
     method = "baseline"
 
-    def fit(self, *, splits: Splits, config: TrainConfig, seed: int = 0,
-            checkpoint: Path | None = None, resume: bool = False,
-            on_epoch: EpochCallback | None = None) -> TrainedModel:
+    def fit(
+        self,
+        *,
+        splits: Splits,
+        config: TrainConfig,
+        seed: int = 0,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> TrainedModel:
         start = time.perf_counter()
         pre, data = prepare(splits)
         torch.manual_seed(seed)
         network = MLP(data.x_train.shape[1], config.hidden, dropout=config.dropout)
-        optimizer = torch.optim.Adam(network.parameters(), lr=config.lr,
-                                     weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(
+            network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         state = fit_network(
-            network, optimizer, data, epochs=config.epochs, patience=config.patience, seed=seed,
-            batches=shuffled_batches(config.batch_size), checkpoint=checkpoint, resume=resume,
-            meta=run_meta(self.method, pre, config, seed, data), on_epoch=on_epoch,
+            network,
+            optimizer,
+            data,
+            epochs=config.epochs,
+            patience=config.patience,
+            seed=seed,
+            batches=shuffled_batches(config.batch_size),
+            checkpoint=checkpoint,
+            resume=resume,
+            meta=run_meta(self.method, pre, config, seed, data),
+            on_epoch=on_epoch,
         )
         return TrainedModel(
-            method=self.method, preprocessor=pre, scorer=NetworkScorer(network),
+            method=self.method,
+            preprocessor=pre,
+            scorer=NetworkScorer(network),
             history=state.history,
             privacy=PrivacySpent(unit=splits.train.unit_name, sampling="shuffle"),
             cost=Cost(train_seconds=time.perf_counter() - start),
-            params={"hidden": list(config.hidden), "dropout": config.dropout, "lr": config.lr,
-                    "batch_size": config.batch_size, "epochs_run": state.epoch,
-                    "best_epoch": state.best_epoch, "stopped_early": state.stopped_early},
+            params={
+                "hidden": list(config.hidden),
+                "dropout": config.dropout,
+                "lr": config.lr,
+                "batch_size": config.batch_size,
+                "epochs_run": state.epoch,
+                "best_epoch": state.best_epoch,
+                "stopped_early": state.stopped_early,
+            },
         )
-

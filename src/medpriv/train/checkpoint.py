@@ -16,7 +16,7 @@ FORMAT = "medpriv-checkpoint-1"
 
 
 def save_checkpoint(path: Path, *, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write `state` (tensors, state dicts) and JSON-able `meta` to `path` via temp file + rename."""
+    """Write `state` (tensors, state dicts) and JSON-able `meta` atomically (temp + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**state, "meta": json.dumps({"format": FORMAT, **meta})}

@@ -36,9 +36,16 @@ class LogRegTrainer:
 
     method = "logreg"
 
-    def fit(self, *, splits: Splits, config: TrainConfig, seed: int = 0,
-            checkpoint: Path | None = None, resume: bool = False,
-            on_epoch: EpochCallback | None = None) -> TrainedModel:
+    def fit(
+        self,
+        *,
+        splits: Splits,
+        config: TrainConfig,
+        seed: int = 0,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> TrainedModel:
         start = time.perf_counter()
         pre = Preprocessor(splits.train.schema).fit(splits.train.features)
         estimator = LogisticRegression(C=config.logreg_c, max_iter=2000, random_state=seed)
@@ -51,7 +58,10 @@ class LogRegTrainer:
         if on_epoch is not None:
             on_epoch(1, record)
         return TrainedModel(
-            method=self.method, preprocessor=pre, scorer=scorer, history=[record],
+            method=self.method,
+            preprocessor=pre,
+            scorer=scorer,
+            history=[record],
             privacy=PrivacySpent(unit=splits.train.unit_name, sampling="none (full batch)"),
             cost=Cost(train_seconds=time.perf_counter() - start),
             params={"C": config.logreg_c, "iterations": int(estimator.n_iter_[0])},

@@ -39,8 +39,9 @@ def shuffled_batches(batch_size: int) -> BatchSampler:
     return batches
 
 
-def plain_step(network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor) -> torch.Tensor:
+def plain_step(
+    network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """One non-private optimizer step; returns the batch logits (detached)."""
     optimizer.zero_grad(set_to_none=True)
     logits = network(x)
@@ -73,12 +74,15 @@ class TrainingData:
     y_val: torch.Tensor
 
     @classmethod
-    def from_arrays(cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                    y_val: np.ndarray) -> TrainingData:
-        return cls(torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)),
-                   torch.from_numpy(np.asarray(y_train, dtype=np.int64)),
-                   torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32)),
-                   torch.from_numpy(np.asarray(y_val, dtype=np.int64)))
+    def from_arrays(
+        cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+    ) -> TrainingData:
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)),
+            torch.from_numpy(np.asarray(y_train, dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32)),
+            torch.from_numpy(np.asarray(y_val, dtype=np.int64)),
+        )
 
 
 @torch.no_grad()
@@ -134,9 +138,13 @@ def fit_network(
             seen += len(idx)
         val_loss, val_auroc = _validate(network, data.x_val, data.y_val)
         state.epoch += 1
-        record = {"epoch": state.epoch, "train_loss": loss_sum / max(seen, 1),
-                  "train_accuracy": correct / max(seen, 1), "val_loss": val_loss,
-                  "val_auroc": val_auroc}
+        record = {
+            "epoch": state.epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_auroc": val_auroc,
+        }
         state.history.append(record)
         still_learning = val_loss < state.lowest_loss
         state.lowest_loss = min(state.lowest_loss, val_loss)
@@ -166,18 +174,29 @@ def _improves(state: LoopState, val_auroc: float, val_loss: float) -> bool:
     return val_auroc >= state.best_score - AUROC_TOLERANCE and val_loss < state.best_loss
 
 
-def _save(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer,
-          best: dict[str, torch.Tensor], state: LoopState, meta: dict[str, Any]) -> None:
+def _save(
+    path: Path,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    best: dict[str, torch.Tensor],
+    state: LoopState,
+    meta: dict[str, Any],
+) -> None:
     save_checkpoint(
         path,
-        state={"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-               "best_network": best, "rng": torch.get_rng_state()},
+        state={
+            "network": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "best_network": best,
+            "rng": torch.get_rng_state(),
+        },
         meta={**meta, "loop": asdict(state)},
     )
 
 
-def _restore(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer,
-             meta: dict[str, Any]) -> tuple[LoopState, dict[str, torch.Tensor]]:
+def _restore(
+    path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+) -> tuple[LoopState, dict[str, torch.Tensor]]:
     payload, saved = load_checkpoint(path)
     changed = sorted(k for k in meta if saved.get(k) != meta[k])
     if changed:

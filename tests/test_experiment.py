@@ -1,0 +1,114 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medpriv.cli import app
+from medpriv.config import load_config
+from medpriv.experiment import RunPaths, run_experiment
+from medpriv.results import validate_results
+from tests.conftest import make_toy_dataset
+
+
+@pytest.fixture
+def toy_csv(tmp_path: Path) -> Path:
+    data = make_toy_dataset(500)
+    frame = data.features.assign(outcome=data.labels)
+    path = tmp_path / "toy.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _config(toy_csv: Path, out: Path, epochs: int = 4):
+    return load_config(
+        None,
+        {
+            "data": {"spec": f"csv:{toy_csv}", "target": "outcome"},
+            "run": {
+                "methods": ["baseline", "logreg"],
+                "seeds": 2,
+                "out": str(out),
+                "bootstrap": 50,
+            },
+            "train": {"epochs": epochs, "patience": 50, "batch_size": 64},
+        },
+    )
+
+
+def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp_path: Path):
+    config = _config(toy_csv, tmp_path / "runs")
+    events = []
+    document = run_experiment(config, listener=lambda e, i: events.append(e))
+    run_dir = next((tmp_path / "runs").iterdir())
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["runs"] == json.loads(json.dumps(document["runs"]))
+    assert validate_results(on_disk) == []
+    assert [r["name"] for r in on_disk["runs"]] == [
+        "baseline seed=0",
+        "logreg seed=0",
+        "baseline seed=1",
+        "logreg seed=1",
+    ]
+    assert on_disk["dataset"]["n_records"] == 500
+    for run in on_disk["runs"]:
+        assert run["privacy"]["epsilon"] is None and run["attacks"] == {}
+        assert 0.7 < run["utility"]["auroc"] <= 1.0
+        assert sum(run["splits"].values()) == 500
+    assert len(on_disk["runs"][0]["history"]) == 4
+    html = (run_dir / "report.html").read_text()
+    assert "baseline seed=1" in html and "data:image/png;base64," in html
+    assert load_config(run_dir / "config.toml") == config
+    assert events.count("run_end") == 4 and events[-1] == "done"
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_resume_extends_training_from_checkpoints(toy_csv: Path, tmp_path: Path):
+    first = run_experiment(_config(toy_csv, tmp_path / "runs", epochs=2))
+    run_dir = next((tmp_path / "runs").iterdir())
+    again = run_experiment(
+        _config(toy_csv, tmp_path / "runs", epochs=5), paths=RunPaths(run_dir), resume=True
+    )
+    before = first["runs"][0]["history"]
+    after = again["runs"][0]["history"]
+    assert [h["epoch"] for h in after] == [1, 2, 3, 4, 5]
+    assert after[:2] == before
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_cli_run_end_to_end(toy_csv: Path, tmp_path: Path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--data",
+            f"csv:{toy_csv}",
+            "--target",
+            "outcome",
+            "--methods",
+            "logreg",
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+            "--epochs",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "logreg seed=0" in result.output and "not private" in result.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert (run_dir / "report.html").is_file() and (run_dir / "results.json").is_file()
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_unknown_method_fails_before_loading_data(tmp_path: Path):
+    config = load_config(
+        None,
+        {
+            "data": {"spec": "csv:/nonexistent.csv"},
+            "run": {"methods": ["nope"], "out": str(tmp_path)},
+        },
+    )
+    with pytest.raises(ValueError, match="unknown method 'nope'; valid: baseline, logreg"):
+        run_experiment(config)
