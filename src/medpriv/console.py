@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -10,12 +11,17 @@ from rich.table import Table
 
 from medpriv.data.dataset import TabularDataset
 
-console = Console(stderr=True)
-stdout = Console()
+PIPED_WIDTH = 132  # rich would wrap tables at 80 columns when output is not a terminal
+
+
+def _console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH)
 
 
 def print_cohort(dataset: TabularDataset) -> None:
     """The cohort flow (rules and counts) and dataset notes — aggregates only, never rows."""
+    console = _console(stderr=True)
     table = Table(title=f"cohort: {dataset.name}", show_edge=False)
     table.add_column("step")
     table.add_column("excluded", justify="right")
@@ -43,7 +49,7 @@ class ConsoleListener:
             BarColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
-            console=console,
+            console=_console(stderr=True),
             disable=not progress,
         )
         self._tasks: dict[str, Any] = {}
@@ -52,7 +58,10 @@ class ConsoleListener:
         self._progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None:  # leave only the error line on screen
+            for task in list(self._progress.task_ids):
+                self._progress.remove_task(task)
         self._progress.stop()
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
@@ -92,6 +101,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def print_summary(document: dict[str, Any], paths: Any = None) -> None:
     """One row per run: utility on the test split, privacy spent, training time."""
+    stdout = _console(stderr=False)
     table = Table(title=f"medpriv results — {document['dataset']['name']}")
     for column in ("run", "AUROC (95% CI)", "AUPRC", "accuracy", "F1", "Brier", "ε", "train s"):
         table.add_column(column, justify="left" if column == "run" else "right")

@@ -83,14 +83,13 @@ def run_experiment(
     """Run every method for every seed; results.json is rewritten after each run."""
     notify = listener or (lambda event, info: None)
     trainers = {m: get_trainer(m) for m in config.run.methods}  # unknown names fail here
-    paths = paths or RunPaths.new(Path(config.run.out))
-    paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(to_toml(config), encoding="utf-8")
-
     if dataset is None:
         notify("loading", {"spec": config.data.spec})
         dataset = load_dataset(config.data)
     notify("dataset", {"dataset": dataset})
+    paths = paths or RunPaths.new(Path(config.run.out))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(to_toml(config), encoding="utf-8")
     document: dict[str, Any] = {
         "medpriv_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

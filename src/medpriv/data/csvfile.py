@@ -73,6 +73,11 @@ def make_labels(
             )
         return (values == str(positive)).to_numpy().astype(np.int64), f"{target} = {positive}"
     levels = set(values.unique())
+    if len(levels) == 1:
+        raise DataSchemaError(
+            f"target {target!r} has a single class ({next(iter(levels))!r} in every row); "
+            "a binary outcome needs both classes"
+        )
     for pair, pos in (
         ({"0", "1"}, "1"),
         ({"0.0", "1.0"}, "1.0"),

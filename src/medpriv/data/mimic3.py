@@ -78,8 +78,10 @@ class TableFile:
 def locate_tables(directory: Path) -> dict[str, TableFile]:
     """Find the needed tables (.csv or .csv.gz, any case) and check their columns."""
     directory = Path(directory)
-    if not directory.is_dir():
+    if not directory.exists():
         raise DataSourceError(f"MIMIC-III directory not found: {directory}")
+    if not directory.is_dir():
+        raise DataSourceError(f"{directory} is a file; mimic3:DIR needs the folder of tables")
     by_lower = {p.name.lower(): p for p in directory.iterdir() if p.is_file()}
     found: dict[str, TableFile] = {}
     missing_tables, problems = [], []
@@ -119,8 +121,10 @@ def read_header(path: Path) -> tuple[str, ...]:
 
 
 def _read_csv_sql(table: TableFile) -> str:
-    """A DuckDB read_csv call with explicit types (no sniffing of values)."""
-    types = ", ".join(f"'{c}': '{COLUMN_TYPES.get(c.lower(), 'VARCHAR')}'" for c in table.columns)
+    """A DuckDB read_csv call with explicit types (no sniffing) and lower-case column names."""
+    types = ", ".join(
+        f"'{c.lower()}': '{COLUMN_TYPES.get(c.lower(), 'VARCHAR')}'" for c in table.columns
+    )
     path = str(table.path).replace("'", "''")
     return (
         f"read_csv('{path}', header=true, delim=',', quote='\"', escape='\"', "

@@ -1,0 +1,386 @@
+"""Figures for the HTML report, drawn from the `runs` of a results.json document.
+
+Every function takes the list of run dicts and returns a matplotlib `Figure` built directly
+(no pyplot state, Agg canvas), so reports can be made in threads and on machines without a
+display or the ML stack. Nothing here writes files. Runs lacking the data a figure needs are
+skipped for that figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+__all__ = [
+    "confusion_matrices",
+    "has_confusion",
+    "has_curve",
+    "has_history",
+    "number",
+    "pr_curves",
+    "roc_curves",
+    "training_curves",
+    "utility_privacy",
+]
+
+_GRID = {"color": "#d9dee5", "linewidth": 0.6}
+
+
+def number(value: Any) -> float | None:
+    """`value` as a finite float, or None (null, NaN, bools, strings and the like)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _label(text: Any, limit: int = 48) -> str:
+    """A run name safe for matplotlib: shortened, no mathtext, never hidden from the legend."""
+    text = str(text)
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text.replace("$", r"\$")
+    return f" {text}" if text.startswith("_") else text
+
+
+def _name(run: dict, index: int) -> str:
+    return str(run.get("name") or f"run {index + 1}")
+
+
+def _series(block: Any, *keys: str) -> tuple[np.ndarray, ...] | None:
+    """Equal-length, finite float arrays for `keys` of a curve block, or None."""
+    if not isinstance(block, dict):
+        return None
+    try:
+        arrays = tuple(np.asarray(block[k], dtype=float).ravel() for k in keys)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len({a.size for a in arrays}) != 1 or arrays[0].size < 2:
+        return None
+    if not all(np.isfinite(a).all() for a in arrays):
+        return None
+    return arrays
+
+
+def _curve(run: dict, kind: str) -> tuple[np.ndarray, np.ndarray] | None:
+    keys = {"roc": ("fpr", "tpr"), "pr": ("recall", "precision")}[kind]
+    curves = run.get("curves")
+    return _series(curves.get(kind) if isinstance(curves, dict) else None, *keys)
+
+
+def has_curve(run: dict, kind: str) -> bool:
+    """Whether `run` carries a usable ROC (`kind="roc"`) or PR (`kind="pr"`) curve."""
+    return _curve(run, kind) is not None
+
+
+def _history(run: dict) -> list[dict]:
+    history = run.get("history")
+    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+
+
+def has_history(run: dict) -> bool:
+    """Whether `run` has at least one per-epoch record."""
+    return bool(_history(run))
+
+
+def _utility(run: dict) -> dict:
+    utility = run.get("utility")
+    return utility if isinstance(utility, dict) else {}
+
+
+def _confusion(run: dict) -> np.ndarray | None:
+    try:
+        matrix = np.asarray(_utility(run).get("confusion_matrix"), dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if matrix.shape != (2, 2) or not np.isfinite(matrix).all():
+        return None
+    return matrix
+
+
+def has_confusion(run: dict) -> bool:
+    """Whether `run` has a usable 2×2 test confusion matrix."""
+    return _confusion(run) is not None
+
+
+def _colors(n: int) -> list[Any]:
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _figure(width: float, height: float, **subplots: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(**subplots)
+
+
+def _empty(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _style(ax: Axes) -> None:
+    ax.grid(True, **_GRID)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+_INSIDE = 7  # legends with more entries than this go below the axes
+
+
+def _legend(ax: Axes, base_height: float) -> None:
+    """Legend inside the axes when short; below them (figure grown to fit) when long."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if len(handles) <= _INSIDE:
+        ax.legend(fontsize=8, frameon=False, loc="best")
+        return
+    ncols = 2 if max(len(label) for label in labels) <= 38 else 1
+    ax.legend(
+        fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=ncols
+    )
+    fig = ax.get_figure()
+    width, height = fig.get_size_inches()
+    needed = base_height + 0.35 + 0.155 * math.ceil(len(handles) / ncols)
+    fig.set_size_inches(width, max(height, needed))
+
+
+def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+def roc_curves(runs: Sequence[dict]) -> Figure:
+    """ROC curve per run (AUROC in the legend) with the chance diagonal."""
+    usable = [(i, r, c) for i, r in enumerate(runs) if (c := _curve(r, "roc")) is not None]
+    fig, ax = _figure(5.6, 4.6)
+    colors = _colors(len(runs))
+    for i, run, (fpr, tpr) in usable:
+        color = colors[i]
+        auc = number(_utility(run).get("auroc"))
+        auc = _trapezoid(fpr, tpr) if auc is None else auc
+        ax.plot(fpr, tpr, color=color, lw=1.6, label=f"{_label(_name(run, i))} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="#888", lw=1, label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate")
+    ax.set_title("ROC curves (test split)")
+    _style(ax)
+    _legend(ax, 4.6)
+    if not usable:
+        ax.text(0.5, 0.55, "no ROC curves recorded", ha="center", color="#666")
+    return fig
+
+
+def _positive_rate(run: dict) -> float | None:
+    rate = number(_utility(run).get("positive_rate"))
+    if rate is not None:
+        return rate
+    matrix = _confusion(run)
+    if matrix is None or matrix.sum() <= 0:
+        return None
+    return float(matrix[1].sum() / matrix.sum())
+
+
+def pr_curves(runs: Sequence[dict]) -> Figure:
+    """Precision-recall curve per run (AUPRC in the legend) with the positive-rate baseline."""
+    usable = [(i, r, c) for i, r in enumerate(runs) if (c := _curve(r, "pr")) is not None]
+    fig, ax = _figure(5.6, 4.6)
+    colors = _colors(len(runs))
+    for i, run, (recall, precision) in usable:
+        color = colors[i]
+        ap = number(_utility(run).get("auprc"))
+        label = _label(_name(run, i)) + ("" if ap is None else f" (AUPRC {ap:.3f})")
+        ax.plot(recall, precision, color=color, lw=1.6, label=label)
+    rates = sorted({round(r, 4) for _, run, _ in usable if (r := _positive_rate(run)) is not None})
+    for k, rate in enumerate(rates):
+        label = f"positive rate {rate:.3f}" if len(rates) == 1 else None
+        if len(rates) > 1 and k == 0:
+            label = f"positive rates {rates[0]:.3f}–{rates[-1]:.3f}"
+        ax.axhline(rate, ls="--", color="#888", lw=1, label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="Recall", ylabel="Precision")
+    ax.set_title("Precision-recall curves (test split)")
+    _style(ax)
+    _legend(ax, 4.6)
+    if not usable:
+        ax.text(0.5, 0.55, "no precision-recall curves recorded", ha="center", color="#666")
+    return fig
+
+
+def confusion_matrices(runs: Sequence[dict]) -> Figure:
+    """A grid of annotated 2×2 test confusion matrices ([[tn, fp], [fn, tp]]), one per run."""
+    usable = [(i, r, m) for i, r in enumerate(runs) if (m := _confusion(r)) is not None]
+    if not usable:
+        fig, ax = _figure(4, 2)
+        _empty(ax, "no confusion matrices recorded")
+        return fig
+    ncols = min(len(usable), 4)
+    nrows = math.ceil(len(usable) / ncols)
+    fig, axes = _figure(2.9 * ncols, 2.75 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+    for ax, (i, run, matrix) in zip(axes.flat, usable, strict=False):
+        total = matrix.sum()
+        # Colour by share of the true class (row), so the minority class stays readable.
+        rows = matrix.sum(axis=1, keepdims=True)
+        share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (r, c), count in np.ndenumerate(matrix):
+            pct = f"\n{count / total:.1%}" if total > 0 else ""
+            ax.text(
+                c,
+                r,
+                f"{count:,.0f}{pct}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if share[r, c] > 0.6 else "#1b2733",
+            )
+        ax.set_xticks([0, 1], ["pred 0", "pred 1"], fontsize=8)
+        ax.set_yticks([0, 1], ["true 0", "true 1"], fontsize=8)
+        threshold = number(_utility(run).get("threshold"))
+        title = _label(_name(run, i))
+        title = title if len(title) <= 34 else title[:33] + "…"
+        ax.set_title(title, fontsize=9)
+        if threshold is not None:
+            ax.set_xlabel(f"threshold {threshold:g}", fontsize=7.5, color="#555")
+    for ax in list(axes.flat)[len(usable) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def _epoch_series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for k, record in enumerate(history):
+        value = number(record.get(key))
+        if value is None:
+            continue
+        epoch = number(record.get("epoch"))
+        xs.append(k + 1 if epoch is None else epoch)
+        ys.append(value)
+    return xs, ys
+
+
+def training_curves(runs: Sequence[dict]) -> Figure:
+    """Two panels: train (solid) / val (dashed) loss, and val AUROC, per epoch and run."""
+    usable = [(i, r) for i, r in enumerate(runs) if has_history(r)]
+    fig, (loss_ax, auc_ax) = _figure(10, 4.2, ncols=2)
+    colors = _colors(len(runs))
+    any_loss = any_auc = False
+    for i, run in usable:
+        color = colors[i]
+        history, name = _history(run), _label(_name(run, i))
+        labelled = False
+        for key, style in (("train_loss", "-"), ("val_loss", "--")):
+            xs, ys = _epoch_series(history, key)
+            if xs:
+                any_loss = True
+                marker = "o" if len(xs) == 1 else None
+                label = None if labelled else name
+                loss_ax.plot(xs, ys, style, color=color, lw=1.4, marker=marker, label=label)
+                labelled = True
+        xs, ys = _epoch_series(history, "val_auroc")
+        if xs:
+            any_auc = True
+            auc_ax.plot(
+                xs, ys, color=color, lw=1.4, marker="o" if len(xs) == 1 else None, label=name
+            )
+    for ax, found, title, ylabel in (
+        (loss_ax, any_loss, "Loss per epoch", "Cross-entropy loss"),
+        (auc_ax, any_auc, "Validation AUROC per epoch", "AUROC"),
+    ):
+        if not found:
+            _empty(ax, "not recorded")
+            ax.set_title(title)
+            continue
+        ax.set(title=title, xlabel="Epoch", ylabel=ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        _style(ax)
+        if ax is loss_ax:  # line styles, explained once
+            ax.plot([], [], "-", color="#555", lw=1.4, label="train")
+            ax.plot([], [], "--", color="#555", lw=1.4, label="validation")
+        _legend(ax, 4.2)
+    return fig
+
+
+def _private(run: dict) -> float | None:
+    privacy = run.get("privacy")
+    return number(privacy.get("epsilon")) if isinstance(privacy, dict) else None
+
+
+def _references(runs: Sequence[dict]) -> dict[str, tuple[int, list[float]]]:
+    """Non-private runs with an AUROC, by method: (index of the first run, AUROCs)."""
+    references: dict[str, tuple[int, list[float]]] = {}
+    for i, run in enumerate(runs):
+        auc = number(_utility(run).get("auroc"))
+        if _private(run) is None and auc is not None:
+            references.setdefault(str(run.get("method") or _name(run, i)), (i, []))[1].append(auc)
+    return references
+
+
+def utility_privacy(runs: Sequence[dict]) -> Figure | None:
+    """Test AUROC (95% CI error bars) against ε for private runs; None if no run has an ε.
+
+    Non-private runs are drawn as a dotted reference line per method (mean AUROC; the shaded
+    band spans the runs when there are several).
+    """
+    private = [(i, r, eps) for i, r in enumerate(runs) if (eps := _private(r)) is not None]
+    if not private:
+        return None
+    references = _references(runs)
+    entries = len(private) + len(references)
+    fig, ax = _figure(6.4, 4.4 + 0.3 + 0.16 * math.ceil(entries / (1 if entries <= 3 else 2)))
+    colors = _colors(len(runs))
+    for i, run, eps in private:
+        utility = _utility(run)
+        auc = number(utility.get("auroc"))
+        if auc is None:
+            continue
+        yerr = None
+        ci = utility.get("auroc_ci95")
+        if isinstance(ci, list | tuple) and len(ci) == 2:
+            lo, hi = number(ci[0]), number(ci[1])
+            if lo is not None and hi is not None:
+                yerr = [[max(auc - lo, 0.0)], [max(hi - auc, 0.0)]]
+        label = f"{_label(_name(run, i))} (ε = {eps:.3g})"
+        ax.errorbar([eps], [auc], yerr=yerr, fmt="o", color=colors[i], capsize=4, ms=6, label=label)
+    for method, (i, aucs) in references.items():
+        suffix = f", mean of {len(aucs)}" if len(aucs) > 1 else ""
+        ax.axhline(
+            float(np.mean(aucs)),
+            ls=":",
+            lw=1.4,
+            color=colors[i],
+            label=f"{_label(method)} (not private{suffix})",
+        )
+        if len(aucs) > 1 and max(aucs) > min(aucs):
+            ax.axhspan(min(aucs), max(aucs), color=colors[i], alpha=0.08, lw=0)
+    epsilons = sorted({eps for _, _, eps in private})
+    if epsilons[0] > 0 and epsilons[-1] / epsilons[0] >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if len(epsilons) <= 8:
+            ax.set_xticks(epsilons, [f"{eps:g}" for eps in epsilons])
+        else:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        ax.set_xlim(0, epsilons[-1] * 1.2 or 1.0)
+    ax.set(xlabel="ε (privacy budget spent; smaller is more private)", ylabel="Test AUROC")
+    ax.set_title("Utility vs privacy")
+    _style(ax)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=1 if entries <= 3 else 2,
+            fontsize=8 if entries <= 8 else 7,
+            frameon=False,
+        )
+    return fig

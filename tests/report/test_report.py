@@ -1,0 +1,221 @@
+"""The HTML report: real content from a realistic results document, escaping, atomic writes."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.figure import Figure
+
+from medpriv.report import plots
+from medpriv.report.html import render_report, write_report
+
+IMG = "data:image/png;base64,"
+ALERT = '<div class="alert alert-danger"'
+
+
+def _run(name: str, method: str, seed: int, auroc: float, *, history: bool = True) -> dict:
+    return {
+        "name": name,
+        "method": method,
+        "seed": seed,
+        "params": {"hidden": [128, 64]},
+        "utility": {
+            "auroc": auroc,
+            "auroc_ci95": [auroc - 0.021, auroc + 0.019],
+            "auprc": 0.45,
+            "accuracy": 0.9,
+            "balanced_accuracy": 0.7,
+            "f1": 0.4,
+            "brier": 0.08,
+            "confusion_matrix": [[1500, 20], [150, 40]],
+            "threshold": 0.5,
+            "val_threshold": 0.18,
+            "confusion_matrix_at_val_threshold": [[1300, 220], [60, 130]],
+            "n_test": 1710,
+        },
+        "privacy": {
+            "epsilon": None,
+            "delta": None,
+            "accountant": None,
+            "sampling": "shuffle",
+            "unit": "patient",
+            "level": None,
+            "clipping_norm": None,
+            "statement": "Not differentially private.",
+        },
+        "attacks": {},
+        "cost": {"train_seconds": 3.2, "bytes_communicated": 0},
+        "history": [
+            {"epoch": e, "train_loss": 0.5 / e, "val_loss": 0.4 / e, "val_auroc": 0.7 + 0.03 * e}
+            for e in range(1, 5)
+        ]
+        if history
+        else [],
+        "curves": {
+            "roc": {"fpr": [0.0, 0.1, 0.4, 1.0], "tpr": [0.0, 0.5, 0.85, 1.0]},
+            "pr": {"recall": [0.0, 0.5, 1.0], "precision": [1.0, 0.6, 0.11]},
+        },
+    }
+
+
+def _results(*, consistent: bool = False) -> dict:
+    private = _run("dp_sgd seed=0", "dp_sgd", 0, 0.812, history=False)
+    private["privacy"] = {
+        "epsilon": 1.0,
+        "delta": 1e-5,
+        "accountant": "prv",
+        "sampling": "poisson",
+        "unit": "patient",
+        "level": "sample",
+        "clipping_norm": 1.0,
+        "statement": "(1, δ = 1e-05)-differential privacy at the sample level, unit = patient.",
+    }
+    private["attacks"] = {
+        "mia_loss": {"auc": 0.523, "tpr_at_fpr": {"0.001": 0.0, "0.01": 0.012}, "advantage": 0.031},
+        "audit": {"epsilon_lower_bound": 2.4, "confidence": 0.95, "consistent": consistent},
+    }
+    return {
+        "medpriv_version": "0.1.0",
+        "created": "2026-11-23T05:30:00+00:00",
+        "config": {"data": {"spec": "synthetic"}, "run": {"methods": ["baseline"], "seeds": 1}},
+        "dataset": {
+            "name": "synthetic",
+            "n_records": 8500,
+            "n_units": 8500,
+            "n_features": 96,
+            "positive_rate": 0.115,
+            "n_sites": 5,
+            "unit": "patient",
+            "label": "in-hospital death",
+            "cohort_flow": [
+                {"rule": "ICU stays seen", "excluded": 0, "remaining": 10000},
+                {"rule": "not the patient's first ICU stay", "excluded": 1200, "remaining": 8800},
+            ],
+            "notes": ["ages over 89 top-coded at 90"],
+        },
+        "runs": [
+            _run("baseline seed=0", "baseline", 0, 0.861),
+            _run("logreg <script>alert(1)</script>", "logreg", 0, 0.843),
+            private,
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def page() -> str:
+    return render_report(_results())
+
+
+def test_page_shows_dataset_runs_and_metrics(page: str):
+    assert page.startswith("<!DOCTYPE html>")
+    assert "medpriv report — synthetic" in page
+    assert "medpriv 0.1.0" in page and "2026-11-23T05:30:00+00:00" in page
+    for text in ("8,500", "96", "11.5%", "in-hospital death", "ages over 89 top-coded at 90"):
+        assert text in page
+    # cohort flow rows, with the apostrophe escaped
+    assert re.search(r"<td>ICU stays seen</td><td[^>]*>0</td><td[^>]*>10,000</td>", page)
+    assert re.search(
+        r"<td>not the patient&#x27;s first ICU stay</td><td[^>]*>1,200</td><td[^>]*>8,800</td>",
+        page,
+    )
+    assert "baseline seed=0" in page and "dp_sgd seed=0" in page
+    assert "0.861 (0.840–0.880)" in page  # AUROC with its bootstrap CI
+    assert "0.812 (0.791–0.831)" in page
+    assert "0.0800" in page  # Brier
+
+
+def test_privacy_columns_and_statements(page: str):
+    runs_table = page.split('<section id="runs">')[1].split("</table>")[0]
+    rows = runs_table.split("<tr>")[2:]
+    assert len(rows) == 3
+    assert all("not private" in row for row in rows[:2])
+    assert "not private" not in rows[2] and ">1<" in rows[2] and "1e-05" in rows[2]
+    privacy = page.split('<section id="privacy">')[1].split("</section>")[0]
+    assert "ε = 1" in privacy and "differential privacy at the sample level" in privacy
+
+
+def test_attacks_table_and_audit_warning(page: str):
+    attacks = page.split('<section id="attacks">')[1].split("</section>")[0]
+    for text in ("mia_loss", "audit", "AUC", "advantage", "ε lower bound", "TPR @ FPR 0.01"):
+        assert text in attacks
+    assert "0.523" in attacks and "0.031" in attacks and "2.400" in attacks
+    assert page.count(ALERT) == 1 and "empirical ε lower bound 2.4" in page
+    assert "audit failed" in page.split('<section id="privacy">')[1].split("</section>")[0]
+    assert ALERT not in render_report(_results(consistent=True))
+
+
+def test_one_embedded_image_per_expected_figure(page: str):
+    # ROC, PR, utility-vs-privacy, confusion matrices, training curves
+    assert page.count(IMG) == 5
+    no_private = _results()
+    no_private["runs"] = no_private["runs"][:2]
+    for run in no_private["runs"]:
+        del run["curves"]
+    assert render_report(no_private).count(IMG) == 2  # confusion matrices, training curves
+
+
+def test_strings_are_escaped(page: str):
+    assert "<script>" not in page
+    assert "logreg &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "http://" not in page and "https://" not in page  # no external resources
+
+
+def test_empty_and_partial_documents_render():
+    empty = render_report({"medpriv_version": "0.1.0", "dataset": {"name": "x"}, "runs": []})
+    assert "No runs" in empty and IMG not in empty
+    assert "No runs" in render_report({})
+    partial = {"runs": [{"name": "old", "utility": {"auroc": 0.7}, "privacy": {"epsilon": 3}}]}
+    html = render_report(partial)
+    assert "old" in html and "0.700" in html and html.count(IMG) == 1  # utility vs privacy only
+
+
+def test_write_report_is_atomic(tmp_path: Path):
+    target = tmp_path / "out" / "report.html"
+    document = _results()
+    document["runs"] = document["runs"][:1]
+    assert write_report(document, target) == target
+    assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        plots.roc_curves,
+        plots.pr_curves,
+        plots.confusion_matrices,
+        plots.training_curves,
+        plots.utility_privacy,
+    ],
+)
+def test_plot_functions_return_figures(draw):
+    runs = copy.deepcopy(_results()["runs"])
+    fig = draw(runs)
+    assert isinstance(fig, Figure) and fig.axes
+    plt.close(fig)
+    empty = draw([])
+    if draw is plots.utility_privacy:
+        assert empty is None
+    else:
+        assert isinstance(empty, Figure)
+        plt.close(empty)
+
+
+def test_report_imports_no_ml_stack():
+    code = (
+        "import sys, medpriv.report.html; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn', 'opacus', "
+        "'flwr', 'scipy') or (m.startswith('medpriv.') and not m.startswith('medpriv.report'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
