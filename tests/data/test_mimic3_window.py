@@ -88,3 +88,12 @@ def test_bad_window_and_label_are_config_errors(mimic_demo_dir):
         extract_mimic3(mimic_demo_dir, window_hours=12)
     with pytest.raises(ConfigError, match="label"):
         extract_mimic3(mimic_demo_dir, label="30-day")
+
+
+def test_extraction_is_bitwise_deterministic(tmp_path):
+    from medpriv.data.synthetic import write_synthetic_mimic
+
+    write_synthetic_mimic(tmp_path, n_stays=3000, seed=4)
+    first, second = extract_mimic3(tmp_path), extract_mimic3(tmp_path)
+    pd.testing.assert_frame_equal(first.features, second.features, check_exact=True)
+    assert np.array_equal(first.labels, second.labels)

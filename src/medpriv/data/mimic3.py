@@ -276,11 +276,12 @@ def _extract(
         WITH vals AS ({_values_in_range_sql(window_hours)}),
              bounds(concept, lo, hi) AS (VALUES {bounds})
         SELECT v.icustay_id, v.concept, min(v.v) AS "min", max(v.v) AS "max",
-               avg(v.v) AS "mean", arg_max(v.v, v.charttime) AS "last", count(*) AS "count"
+               avg(v.v::DECIMAL(18, 6))::DOUBLE AS "mean",
+               arg_max(v.v, (v.charttime, v.v)) AS "last", count(*) AS "count"
         FROM vals v JOIN bounds b ON v.concept = b.concept
         WHERE v.v BETWEEN b.lo AND b.hi
         GROUP BY v.icustay_id, v.concept
-        """
+        """  # exact decimal sums and a total order for `last`: the same bytes on every run
     ).df()
     cohort = con.execute("SELECT * FROM cohort ORDER BY subject_id, icustay_id").df()
     return _assemble(cohort, long, flow, window_hours, label, first_stay_only, name)
