@@ -110,5 +110,5 @@ def test_unknown_method_fails_before_loading_data(tmp_path: Path):
             "run": {"methods": ["nope"], "out": str(tmp_path)},
         },
     )
-    with pytest.raises(ValueError, match="unknown method 'nope'; valid: baseline, logreg"):
+    with pytest.raises(ValueError, match="unknown method 'nope'; valid: baseline, dp-sgd, logreg"):
         run_experiment(config)

@@ -123,6 +123,27 @@ def run(
     window_hours: WindowOpt = None,
     label: LabelOpt = None,
     all_stays: AllStaysOpt = None,
+    epsilons: Annotated[
+        str | None, typer.Option(help="ε sweep for private methods, e.g. 0.5,1,3,8")
+    ] = None,
+    target_epsilon: Annotated[
+        float | None, typer.Option(help="ε to calibrate the noise to (default 1)")
+    ] = None,
+    noise_multiplier: Annotated[
+        float | None, typer.Option(help="fixed σ instead of a target ε")
+    ] = None,
+    delta: Annotated[float | None, typer.Option(help="δ (default: below 1/n units)")] = None,
+    max_grad_norm: Annotated[float | None, typer.Option(help="per-sample clipping norm")] = None,
+    accountant: Annotated[str | None, typer.Option(help="prv (default) or rdp")] = None,
+    dp_engine: Annotated[str | None, typer.Option(help="fast (default) or opacus")] = None,
+    budget: Annotated[float | None, typer.Option(help="refuse to train past this total ε")] = None,
+    allow_over_budget: Annotated[
+        bool | None, typer.Option("--allow-over-budget", help="train past --budget anyway")
+    ] = None,
+    unit_policy: Annotated[
+        str | None,
+        typer.Option(help="several records per unit: one-per-unit (default) or group"),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train and evaluate every method; write results.json and report.html."""
@@ -150,7 +171,18 @@ def run(
             label,
             all_stays,
         ),
-        "run": {"methods": methods, "seeds": seeds, "out": out},
+        "run": {"methods": methods, "seeds": seeds, "out": out, "epsilons": epsilons},
+        "privacy": {
+            "target_epsilon": target_epsilon,
+            "noise_multiplier": noise_multiplier,
+            "delta": delta,
+            "max_grad_norm": max_grad_norm,
+            "accountant": accountant,
+            "engine": dp_engine,
+            "budget": budget,
+            "allow_over_budget": allow_over_budget,
+            "unit_policy": unit_policy,
+        },
         "train": {
             "epochs": epochs,
             "batch_size": batch_size,

@@ -60,9 +60,30 @@ class RunConfig:
 
     methods: tuple[str, ...] = ("baseline", "logreg")
     seeds: int = 1
+    epsilons: tuple[float, ...] = ()
     out: str = "runs"
     bootstrap: int = 1000
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential-privacy settings for the private methods (ignored by the others).
+
+    `target_epsilon` calibrates the noise for the planned epochs unless `noise_multiplier` is
+    given; `delta` defaults to a power of ten below 1/(10 n_units); `unit_policy` says how
+    several records per privacy unit are handled: keep one per unit, or group privacy.
+    """
+
+    target_epsilon: float | None = 1.0
+    noise_multiplier: float | None = None
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+    engine: str = "fast"
+    budget: float | None = None
+    allow_over_budget: bool = False
+    unit_policy: str = "one-per-unit"
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> ExperimentConfig:
@@ -95,6 +117,7 @@ class ExperimentConfig:
             problems.append("run.methods is empty; name at least one method")
         if self.data.window_hours not in (24, 48):
             problems.append("data.window_hours must be 24 or 48")
+        problems += privacy_problems(self.privacy, self.run.epsilons)
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -107,32 +130,87 @@ SECTION_TYPES = {
     "data": DataConfig,
     "split": SplitConfig,
     "train": TrainConfig,
+    "privacy": PrivacyConfig,
     "run": RunConfig,
 }
 
 
-def _coerce(section: type, key: str, value: Any) -> Any:
-    """Lists from TOML/CLI become tuples; a value of the wrong type is an error."""
-    default = next(f for f in fields(section) if f.name == key).default
-    if isinstance(default, tuple):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list | tuple):
-            return tuple(value)
-    elif isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float) or key == "threshold":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(value, str):
+def privacy_problems(p: PrivacyConfig, epsilons: tuple[float, ...]) -> list[str]:
+    """Range checks of the [privacy] section and the ε sweep."""
+    problems = []
+    if p.target_epsilon is None and p.noise_multiplier is None and not epsilons:
+        problems.append("give privacy.target_epsilon (--target-epsilon) or --noise-multiplier")
+    if p.target_epsilon is not None and p.target_epsilon <= 0:
+        problems.append("privacy.target_epsilon must be > 0")
+    if any(e <= 0 for e in epsilons):
+        problems.append("every value of --epsilons must be > 0")
+    if p.noise_multiplier is not None and p.noise_multiplier <= 0:
+        problems.append("privacy.noise_multiplier must be > 0")
+    if p.delta is not None and not 0 < p.delta < 1:
+        problems.append("privacy.delta must lie strictly between 0 and 1")
+    if p.max_grad_norm <= 0:
+        problems.append("privacy.max_grad_norm must be > 0")
+    if p.accountant not in ("prv", "rdp"):
+        problems.append(f"privacy.accountant must be 'prv' or 'rdp', got {p.accountant!r}")
+    if p.engine not in ("fast", "opacus"):
+        problems.append(f"privacy.engine must be 'fast' or 'opacus', got {p.engine!r}")
+    if p.budget is not None and p.budget <= 0:
+        problems.append("privacy.budget must be > 0")
+    if p.unit_policy not in ("one-per-unit", "group"):
+        problems.append(
+            f"privacy.unit_policy must be 'one-per-unit' or 'group', got {p.unit_policy!r}"
+        )
+    return problems
+
+
+SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _scalar(kind: str, value: Any) -> Any:
+    """`value` as the scalar type named `kind`, or a TypeError."""
+    if kind == "bool" and isinstance(value, bool):
         return value
-    if default is None and value is not None and isinstance(value, str | int | float):
-        return str(value) if key != "threshold" else value
-    raise ConfigError(f"[{section.__name__}] {key} = {value!r} has the wrong type")
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(kind)
+
+
+def _coerce(section: type, key: str, value: Any) -> Any:
+    """Convert a TOML/CLI value to the field's declared type; a wrong type is an error.
+
+    Comma-separated strings become tuples; `X | None` fields accept None.
+    """
+    declared = next(f for f in fields(section) if f.name == key).type
+    kind = str(declared).replace(" | None", "")
+    try:
+        if value is None and "None" in str(declared):
+            return None
+        if kind.startswith("tuple["):
+            item = kind[len("tuple[") :].split(",")[0].strip()
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise TypeError(kind)
+            return tuple(
+                _scalar(
+                    item,
+                    float(v)
+                    if item == "float" and isinstance(v, str)
+                    else int(v)
+                    if item == "int" and isinstance(v, str)
+                    else v,
+                )
+                for v in value
+            )
+        return _scalar(kind, value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"[{section.__name__}] {key} = {value!r} has the wrong type (expected {declared})"
+        ) from None
 
 
 def build_config(values: dict[str, dict[str, Any]]) -> ExperimentConfig:

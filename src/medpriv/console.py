@@ -103,7 +103,8 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
     """One row per run: utility on the test split, privacy spent, training time."""
     stdout = _console(stderr=False)
     table = Table(title=f"medpriv results — {document['dataset']['name']}")
-    for column in ("run", "AUROC (95% CI)", "AUPRC", "accuracy", "F1", "Brier", "ε", "train s"):
+    columns = ("run", "AUROC (95% CI)", "AUPRC", "accuracy", "F1", "Brier", "ε", "δ", "train s")
+    for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
     for run in document["runs"]:
         u, p = run["utility"], run["privacy"]
@@ -116,6 +117,7 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
             _fmt(u["f1"]),
             _fmt(u["brier"]),
             "not private" if p["epsilon"] is None else _fmt(p["epsilon"], 2),
+            "—" if p["delta"] is None else f"{p['delta']:.0e}",
             f"{run['cost']['train_seconds']:.1f}",
         )
     stdout.print(table)

@@ -31,3 +31,7 @@ def raise_all(problems: list[str], error: type[MedprivError] = MedprivError) -> 
     """Raise once with every gathered problem, if there are any."""
     if problems:
         raise error("; ".join(problems))
+
+
+class PrivacyError(MedprivError):
+    """A privacy guarantee cannot be stated: wrong δ, non-Poisson sampling, budget exceeded."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from medpriv import __version__
-from medpriv.config import ExperimentConfig, to_toml
+from medpriv.config import ExperimentConfig, PrivacyConfig, to_toml
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import Splits, split_by_unit
@@ -39,8 +39,9 @@ class RunPaths:
     def config(self) -> Path:
         return self.root / "config.toml"
 
-    def checkpoint(self, method: str, seed: int) -> Path:
-        return self.root / "checkpoints" / f"{method}-seed{seed}.pt"
+    def checkpoint(self, run_name: str) -> Path:
+        slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in run_name)
+        return self.root / "checkpoints" / f"{slug}.pt"
 
     @classmethod
     def new(cls, out: Path) -> RunPaths:
@@ -49,6 +50,40 @@ class RunPaths:
         while root.exists():
             root, k = Path(out) / f"{stamp}-{k}", k + 1
         return cls(root)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a method, a seed and (for private methods) its privacy settings."""
+
+    name: str
+    method: str
+    seed: int
+    privacy: PrivacyConfig
+
+
+def plan_runs(config: ExperimentConfig, private: dict[str, bool]) -> list[RunSpec]:
+    """Seeds x methods x (for private methods) the ε sweep, in that order."""
+    runs = []
+    for seed in range(config.run.seeds):
+        for method in config.run.methods:
+            if not private[method]:
+                runs.append(RunSpec(f"{method} seed={seed}", method, seed, config.privacy))
+            elif config.run.epsilons:
+                for eps in config.run.epsilons:
+                    privacy = replace(config.privacy, target_epsilon=eps, noise_multiplier=None)
+                    runs.append(RunSpec(f"{method} eps={eps:g} seed={seed}", method, seed, privacy))
+            elif config.privacy.noise_multiplier is not None:
+                sigma = config.privacy.noise_multiplier
+                runs.append(
+                    RunSpec(f"{method} sigma={sigma:g} seed={seed}", method, seed, config.privacy)
+                )
+            else:
+                eps = config.privacy.target_epsilon
+                runs.append(
+                    RunSpec(f"{method} eps={eps:g} seed={seed}", method, seed, config.privacy)
+                )
+    return runs
 
 
 def make_splits(dataset: TabularDataset, config: ExperimentConfig, seed: int) -> Splits:
@@ -97,35 +132,38 @@ def run_experiment(
         "dataset": dataset.summary(),
         "runs": [],
     }
-    for seed in range(config.run.seeds):
-        splits = make_splits(dataset, config, seed)
-        for method, trainer in trainers.items():
-            name = f"{method} seed={seed}"
-            notify("run_start", {"name": name, "epochs": config.train.epochs})
-            model = trainer.fit(
-                splits=splits,
-                config=config.train,
-                seed=seed,
-                checkpoint=paths.checkpoint(method, seed),
-                resume=resume,
-                on_epoch=lambda epoch, record, name=name: notify(
-                    "epoch", {"name": name, "epoch": epoch, "record": record}
-                ),
-            )
-            started = time.perf_counter()
-            utility, run_curves = evaluate(model, splits, n_boot=config.run.bootstrap, seed=seed)
-            entry = run_entry(
-                name=name,
-                model=model,
-                seed=seed,
-                utility=utility,
-                curves=run_curves,
-                split_sizes=splits.sizes(),
-            )
-            entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
-            document["runs"].append(entry)
-            write_json_atomic(document, paths.results)
-            notify("run_end", {"name": name, "entry": entry})
+    splits_by_seed: dict[int, Splits] = {}
+    for spec in plan_runs(config, {m: getattr(t, "private", False) for m, t in trainers.items()}):
+        name, seed = spec.name, spec.seed
+        if seed not in splits_by_seed:  # runs are ordered by seed: keep one split set alive
+            splits_by_seed = {seed: make_splits(dataset, config, seed)}
+        splits = splits_by_seed[seed]
+        notify("run_start", {"name": name, "epochs": config.train.epochs})
+        model = trainers[spec.method].fit(
+            splits=splits,
+            config=config.train,
+            privacy=spec.privacy,
+            seed=seed,
+            checkpoint=paths.checkpoint(name),
+            resume=resume,
+            on_epoch=lambda epoch, record, name=name: notify(
+                "epoch", {"name": name, "epoch": epoch, "record": record}
+            ),
+        )
+        started = time.perf_counter()
+        utility, run_curves = evaluate(model, splits, n_boot=config.run.bootstrap, seed=seed)
+        entry = run_entry(
+            name=name,
+            model=model,
+            seed=seed,
+            utility=utility,
+            curves=run_curves,
+            split_sizes=splits.sizes(),
+        )
+        entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
+        document["runs"].append(entry)
+        write_json_atomic(document, paths.results)
+        notify("run_end", {"name": name, "entry": entry})
     write_json_atomic(document, paths.results)
     from medpriv.report.html import write_report
 

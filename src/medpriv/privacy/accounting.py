@@ -1,8 +1,68 @@
-"""What a model spent of privacy, and the statement that goes with it."""
+"""Privacy accounting (Opacus PRV / RDP accountants), δ defaults, and what a model spent."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+
+from medpriv.errors import PrivacyError
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+def default_delta(n_units: int) -> float:
+    """The largest power of ten at or below 1/(10·n_units): comfortably below 1/n."""
+    if n_units < 1:
+        raise PrivacyError("cannot choose δ for an empty training set")
+    return 10.0 ** math.floor(math.log10(1.0 / (10.0 * n_units)))
+
+
+def check_delta(delta: float, n_units: int) -> None:
+    """δ must be below 1/n_units, or one unit's records could be released outright."""
+    if not 0 < delta < 1.0 / n_units:
+        raise PrivacyError(
+            f"δ = {delta:g} is not below 1/n = {1.0 / n_units:.3g} for {n_units:,} units; "
+            f"use e.g. --delta {default_delta(n_units):g}"
+        )
+
+
+def _accountant(name: str):  # -> opacus IAccountant
+    if name not in ACCOUNTANTS:
+        raise PrivacyError(f"unknown accountant {name!r}; valid: {', '.join(ACCOUNTANTS)}")
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    return PRVAccountant() if name == "prv" else RDPAccountant()
+
+
+def epsilon_spent(*, accountant: str, noise_multiplier: float, sample_rate: float, steps: int,
+                  delta: float) -> float:
+    """ε after `steps` Poisson-subsampled Gaussian steps (same σ and q throughout)."""
+    if steps <= 0:
+        return 0.0
+    acc = _accountant(accountant)
+    acc.history = [(noise_multiplier, sample_rate, steps)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PRV warns about its own discretization tolerances
+        return float(acc.get_epsilon(delta=delta))
+
+
+def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                    accountant: str) -> float:
+    """The smallest σ (to Opacus's tolerance) whose ε after `steps` is at most the target."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=steps,
+                                          accountant=accountant))
+
+
+def group_privacy(epsilon: float, delta: float, group_size: int) -> tuple[float, float]:
+    """(ε, δ) for groups of `group_size` records: (kε, k·e^{(k−1)ε}·δ)."""
+    k = group_size
+    return k * epsilon, k * math.exp((k - 1) * epsilon) * delta
 
 
 @dataclass(frozen=True)
@@ -16,26 +76,36 @@ class PrivacySpent:
     unit: str = "patient"
     level: str | None = None
     clipping_norm: float | None = None
+    noise_multiplier: float | None = None
+    steps: int | None = None
+    sample_rate: float | None = None
+    caveats: tuple[str, ...] = field(default=())
 
     @property
     def is_private(self) -> bool:
         return self.epsilon is not None
 
     def statement(self) -> str:
-        """One human-readable sentence stating the guarantee (or its absence)."""
+        """The guarantee in plain words (or its absence), with its caveats."""
         if not self.is_private:
             return "Not differentially private: no formal guarantee; measure leakage with attacks."
         delta = f", δ = {self.delta:.2g}" if self.delta else " (pure ε-DP)"
-        parts = [
-            f"({self.epsilon:.3g}{delta})-differential privacy at the {self.level or 'sample'} "
-            f"level, privacy unit = {self.unit}"
-        ]
+        text = f"ε = {self.epsilon:.3g}{delta} per {self.unit}"
         if self.accountant:
-            parts.append(f"accountant {self.accountant}")
-        parts.append(f"{self.sampling} sampling")
+            text += f" ({self.accountant.upper()} accountant)"
+        if self.sample_rate is not None and self.steps is not None:
+            text += (f", {self.sampling} sampling with q = {self.sample_rate:.3g} "
+                     f"over {self.steps:,} steps")
+        else:
+            text += f", {self.sampling} sampling"
+        if self.noise_multiplier is not None:
+            text += f", noise multiplier {self.noise_multiplier:.3g}"
         if self.clipping_norm is not None:
-            parts.append(f"clipping norm {self.clipping_norm:g}")
-        return "; ".join(parts) + "."
+            text += f", per-sample clipping at {self.clipping_norm:g}"
+        text += "."
+        if self.caveats:
+            text += " Caveats: " + "; ".join(self.caveats) + "."
+        return text
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "statement": self.statement()}
+        return {**asdict(self), "caveats": list(self.caveats), "statement": self.statement()}

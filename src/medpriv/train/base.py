@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from medpriv.config import TrainConfig
+from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
@@ -75,6 +75,7 @@ class Trainer(Protocol):
         *,
         splits: Splits,
         config: TrainConfig,
+        privacy: PrivacyConfig | None = None,
         seed: int = 0,
         checkpoint: Path | None = None,
         resume: bool = False,
@@ -88,6 +89,7 @@ TRAINERS: Registry[type] = Registry("method")
 def get_trainer(name: str) -> Trainer:
     """A new trainer instance for a registered method name."""
     import medpriv.train.baseline
+    import medpriv.train.dp
     import medpriv.train.logreg  # noqa: F401
 
     return TRAINERS.get(name)()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medpriv.config import TrainConfig
+from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
 from medpriv.models import MLP, positive_margin
@@ -70,6 +70,7 @@ class BaselineTrainer:
         *,
         splits: Splits,
         config: TrainConfig,
+        privacy: PrivacyConfig | None = None,
         seed: int = 0,
         checkpoint: Path | None = None,
         resume: bool = False,

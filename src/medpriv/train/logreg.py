@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from medpriv.config import TrainConfig
+from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
 from medpriv.metrics import auroc
@@ -41,6 +41,7 @@ class LogRegTrainer:
         *,
         splits: Splits,
         config: TrainConfig,
+        privacy: PrivacyConfig | None = None,
         seed: int = 0,
         checkpoint: Path | None = None,
         resume: bool = False,

@@ -39,6 +39,26 @@ def shuffled_batches(batch_size: int) -> BatchSampler:
     return batches
 
 
+class PoissonBatches:
+    """DP-SGD's sampler: each step includes every row independently with probability q.
+
+    An epoch is `steps_per_epoch` = round(1/q) steps; batches may be empty (the step then adds
+    pure noise). Uses torch's global RNG, which checkpoints save and restore.
+    """
+
+    poisson = True
+
+    def __init__(self, *, sample_rate: float, steps_per_epoch: int) -> None:
+        if not 0 < sample_rate <= 1:
+            raise ValueError(f"sample rate must be in (0, 1], got {sample_rate}")
+        self.sample_rate = sample_rate
+        self.steps_per_epoch = steps_per_epoch
+
+    def __call__(self, n: int) -> Iterator[torch.Tensor]:
+        for _ in range(self.steps_per_epoch):
+            yield torch.nonzero(torch.rand(n) < self.sample_rate).flatten()
+
+
 def plain_step(
     network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
@@ -109,6 +129,7 @@ def fit_network(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
+    annotate: Callable[[int], dict[str, float]] | None = None,
 ) -> LoopState:
     """Train until `epochs` or early stopping; leaves the best weights loaded.
 
@@ -117,7 +138,9 @@ def fit_network(
     validation AUROC nor the validation loss improved.
 
     With `checkpoint`, state is saved after every epoch; with `resume`, training continues from it
-    (weights, optimizer, history, RNG state), checking that `meta` still matches.
+    (weights, optimizer, history, RNG state), checking that `meta` still matches. `annotate(epoch)`
+    adds fields (e.g. ε spent) to each epoch's history record. Every batch the sampler yields is
+    a step, empty ones included.
     """
     meta = meta or {}
     torch.manual_seed(seed)
@@ -129,10 +152,10 @@ def fit_network(
     while state.epoch < epochs and not state.stopped_early:
         loss_sum, correct, seen = 0.0, 0, 0
         for idx in batches(n):
-            if len(idx) == 0:
-                continue
             x, y = data.x_train[idx], data.y_train[idx]
             logits = step(network, optimizer, x, y)
+            if len(idx) == 0:
+                continue
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
@@ -144,6 +167,7 @@ def fit_network(
             "train_accuracy": correct / max(seen, 1),
             "val_loss": val_loss,
             "val_auroc": val_auroc,
+            **(annotate(state.epoch) if annotate is not None else {}),
         }
         state.history.append(record)
         still_learning = val_loss < state.lowest_loss
