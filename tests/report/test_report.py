@@ -219,3 +219,16 @@ def test_report_imports_no_ml_stack():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_epsilon_curves_only_for_runs_that_recorded_epsilon():
+    from medpriv.report import plots
+
+    private = {
+        "name": "dp",
+        "history": [{"epoch": 1, "epsilon": 0.3}, {"epoch": 2, "epsilon": 0.5}],
+    }
+    public = {"name": "base", "history": [{"epoch": 1, "val_auroc": 0.8}]}
+    assert plots.epsilon_curves([public]) is None
+    fig = plots.epsilon_curves([public, private])
+    assert fig is not None and fig.axes[0].get_lines()[0].get_ydata().tolist() == [0.3, 0.5]

@@ -599,6 +599,13 @@ def _figures_section(runs: list[dict]) -> str:
             False,
         ),
         (
+            "Privacy spent",
+            "ε per privacy unit after each epoch, from the run's accountant.",
+            plots.epsilon_curves,
+            True,
+            False,
+        ),
+        (
             "Confusion matrices",
             "Test confusion matrices (counts and share of all test records); colour shows the "
             "share of each true class.",

@@ -308,6 +308,34 @@ def training_curves(runs: Sequence[dict]) -> Figure:
     return fig
 
 
+def epsilon_curves(runs: Sequence[dict]) -> Figure | None:
+    """ε spent after each epoch, one line per private run; None when no run recorded ε."""
+    usable = [
+        (i, r)
+        for i, r in enumerate(runs)
+        if has_history(r) and _epoch_series(_history(r), "epsilon")[0]
+    ]
+    if not usable:
+        return None
+    fig, ax = _figure(5.2, 4.2)
+    colors = _colors(len(runs))
+    for i, run in usable:
+        xs, ys = _epoch_series(_history(run), "epsilon")
+        ax.plot(
+            xs,
+            ys,
+            color=colors[i],
+            lw=1.4,
+            marker="o" if len(xs) == 1 else None,
+            label=_label(_name(run, i)),
+        )
+    ax.set(title="Privacy spent per epoch", xlabel="Epoch", ylabel="ε (per privacy unit)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    _style(ax)
+    _legend(ax, 4.2)
+    return fig
+
+
 def _private(run: dict) -> float | None:
     privacy = run.get("privacy")
     return number(privacy.get("epsilon")) if isinstance(privacy, dict) else None
