@@ -226,3 +226,15 @@ def test_epsilon_sweep_plans_one_run_per_method_and_epsilon():
     assert len(names) == 10
     runs = plan_runs(config, {"baseline": False, "dp-sgd": True})
     assert [r.privacy.target_epsilon for r in runs[1:5]] == [0.5, 1.0, 3.0, 8.0]
+
+
+def test_fast_engine_is_the_default_and_matches_the_accounting_of_opacus():
+    splits = split_by_unit(make_toy_dataset(400), seed=0)
+    trainer = get_trainer("dp-sgd")
+    fast = trainer.fit(splits=splits, config=TRAIN, privacy=PrivacyConfig(noise_multiplier=1.0))
+    ref = trainer.fit(
+        splits=splits, config=TRAIN, privacy=PrivacyConfig(noise_multiplier=1.0, engine="opacus")
+    )
+    assert fast.params["engine"] == "fast" and ref.params["engine"] == "opacus"
+    assert fast.privacy.epsilon == pytest.approx(ref.privacy.epsilon)
+    assert fast.privacy.steps == ref.privacy.steps

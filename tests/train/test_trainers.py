@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medpriv.config import TrainConfig
+from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
 from medpriv.metrics import auroc
 from medpriv.train.base import TRAINERS, TrainedModel, get_trainer
@@ -15,7 +15,14 @@ get_trainer("baseline")  # import the built-in trainers so the registry is popul
 @pytest.mark.parametrize("method", TRAINERS.names())
 def test_trainer_contract(method: str):
     splits = split_by_unit(make_toy_dataset(800), seed=0)
-    model = get_trainer(method).fit(splits=splits, config=TrainConfig(epochs=15), seed=0)
+    trainer = get_trainer(method)
+    private = getattr(trainer, "private", False)
+    model = trainer.fit(
+        splits=splits,
+        config=TrainConfig(epochs=15),
+        privacy=PrivacyConfig(target_epsilon=8.0),
+        seed=0,
+    )
     assert isinstance(model, TrainedModel) and model.method == method
     prob = model.predict_proba(splits.test)
     assert prob.shape == (len(splits.test),) and np.all((prob >= 0) & (prob <= 1))
@@ -25,7 +32,12 @@ def test_trainer_contract(method: str):
     expected = -np.log(np.where(splits.test.labels == 1, prob, 1 - prob))
     np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
     assert model.history and all("epoch" in h for h in model.history)
-    assert model.privacy.epsilon is None and model.cost.train_seconds > 0
+    assert model.cost.train_seconds > 0
+    if private:
+        assert 0 < model.privacy.epsilon <= 8.0 and model.privacy.sampling == "poisson"
+        assert model.privacy.delta < 1 / splits.train.n_units
+    else:
+        assert model.privacy.epsilon is None
     # pandas input works the same as a dataset
     np.testing.assert_allclose(model.predict_proba(splits.test.features), prob)
 
