@@ -10,16 +10,20 @@ from medpriv.results import validate_results
 
 
 def _run(tmp_path: Path, data: dict, methods: list[str]) -> dict:
-    config = load_config(None, {"data": data, "run": {"methods": methods, "out": str(tmp_path),
-                                                      "bootstrap": 200}})
+    config = load_config(
+        None, {"data": data, "run": {"methods": methods, "out": str(tmp_path), "bootstrap": 200}}
+    )
     document = run_experiment(config)
     assert validate_results(document) == []
     return document
 
 
 def test_insurance_baseline_accuracy(insurance_csv: Path, tmp_path: Path):
-    document = _run(tmp_path, {"spec": f"csv:{insurance_csv}", "target": "charges",
-                               "threshold": 15000}, ["baseline"])
+    document = _run(
+        tmp_path,
+        {"spec": f"csv:{insurance_csv}", "target": "charges", "threshold": 15000},
+        ["baseline"],
+    )
     assert document["runs"][0]["utility"]["accuracy"] >= 0.90
 
 

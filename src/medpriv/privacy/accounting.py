@@ -35,8 +35,9 @@ def _accountant(name: str):  # -> opacus IAccountant
     return PRVAccountant() if name == "prv" else RDPAccountant()
 
 
-def epsilon_spent(*, accountant: str, noise_multiplier: float, sample_rate: float, steps: int,
-                  delta: float) -> float:
+def epsilon_spent(
+    *, accountant: str, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> float:
     """ε after `steps` Poisson-subsampled Gaussian steps (same σ and q throughout)."""
     if steps <= 0:
         return 0.0
@@ -47,16 +48,23 @@ def epsilon_spent(*, accountant: str, noise_multiplier: float, sample_rate: floa
         return float(acc.get_epsilon(delta=delta))
 
 
-def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                    accountant: str) -> float:
+def calibrate_noise(
+    *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
     """The smallest σ (to Opacus's tolerance) whose ε after `steps` is at most the target."""
     from opacus.accountants.utils import get_noise_multiplier
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                          sample_rate=sample_rate, steps=steps,
-                                          accountant=accountant))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        )
 
 
 def group_privacy(epsilon: float, delta: float, group_size: int) -> tuple[float, float]:
@@ -94,8 +102,10 @@ class PrivacySpent:
         if self.accountant:
             text += f" ({self.accountant.upper()} accountant)"
         if self.sample_rate is not None and self.steps is not None:
-            text += (f", {self.sampling} sampling with q = {self.sample_rate:.3g} "
-                     f"over {self.steps:,} steps")
+            text += (
+                f", {self.sampling} sampling with q = {self.sample_rate:.3g} "
+                f"over {self.steps:,} steps"
+            )
         else:
             text += f", {self.sampling} sampling"
         if self.noise_multiplier is not None:

@@ -15,7 +15,13 @@ from medpriv.data.splits import Splits
 from medpriv.models import MLP, positive_margin
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
-from medpriv.train.loop import EpochCallback, TrainingData, fit_network, shuffled_batches
+from medpriv.train.loop import (
+    EpochCallback,
+    LoopState,
+    TrainingData,
+    fit_network,
+    shuffled_batches,
+)
 
 
 @dataclass
@@ -59,6 +65,31 @@ def run_meta(
     }
 
 
+def new_network(
+    config: TrainConfig, in_features: int, seed: int
+) -> tuple[MLP, torch.optim.Optimizer]:
+    """A freshly initialized MLP (seeded) and its Adam optimizer."""
+    torch.manual_seed(seed)
+    network = MLP(in_features, config.hidden, dropout=config.dropout)
+    optimizer = torch.optim.Adam(
+        network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    return network, optimizer
+
+
+def loop_params(config: TrainConfig, state: LoopState) -> dict:
+    """The `params` block every MLP trainer reports."""
+    return {
+        "hidden": list(config.hidden),
+        "dropout": config.dropout,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "stopped_early": state.stopped_early,
+    }
+
+
 @TRAINERS.register("baseline")
 class BaselineTrainer:
     """Non-private MLP; batches by tensor indexing, not a row-by-row DataLoader."""
@@ -78,11 +109,7 @@ class BaselineTrainer:
     ) -> TrainedModel:
         start = time.perf_counter()
         pre, data = prepare(splits)
-        torch.manual_seed(seed)
-        network = MLP(data.x_train.shape[1], config.hidden, dropout=config.dropout)
-        optimizer = torch.optim.Adam(
-            network.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        network, optimizer = new_network(config, data.x_train.shape[1], seed)
         state = fit_network(
             network,
             optimizer,
@@ -103,13 +130,5 @@ class BaselineTrainer:
             history=state.history,
             privacy=PrivacySpent(unit=splits.train.unit_name, sampling="shuffle"),
             cost=Cost(train_seconds=time.perf_counter() - start),
-            params={
-                "hidden": list(config.hidden),
-                "dropout": config.dropout,
-                "lr": config.lr,
-                "batch_size": config.batch_size,
-                "epochs_run": state.epoch,
-                "best_epoch": state.best_epoch,
-                "stopped_early": state.stopped_early,
-            },
+            params=loop_params(config, state),
         )

@@ -26,7 +26,6 @@ from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.splits import Splits
 from medpriv.errors import PrivacyError
-from medpriv.models import MLP
 from medpriv.privacy.accounting import (
     PrivacySpent,
     calibrate_noise,
@@ -36,7 +35,7 @@ from medpriv.privacy.accounting import (
     group_privacy,
 )
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
-from medpriv.train.baseline import NetworkScorer, prepare, run_meta
+from medpriv.train.baseline import NetworkScorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.checkpoint import load_checkpoint
 from medpriv.train.loop import EpochCallback, PoissonBatches, Step, fit_network
 
@@ -295,11 +294,7 @@ class DPSGDTrainer:
             plan, planned_steps=config.epochs * plan.steps_per_epoch, privacy=privacy
         )
         pre, data = prepare(splits)
-        torch.manual_seed(seed)
-        network = MLP(data.x_train.shape[1], config.hidden, dropout=config.dropout)
-        optimizer = torch.optim.Adam(
-            network.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        network, optimizer = new_network(config, data.x_train.shape[1], seed)
         step, close, engine = make_step(privacy.engine, network, optimizer, plan=plan)
         sampler = PoissonBatches(sample_rate=plan.sample_rate, steps_per_epoch=plan.steps_per_epoch)
         require_poisson(sampler)
@@ -347,13 +342,7 @@ class DPSGDTrainer:
             privacy=spent,
             cost=Cost(train_seconds=time.perf_counter() - start),
             params={
-                "hidden": list(config.hidden),
-                "dropout": config.dropout,
-                "lr": config.lr,
-                "batch_size": config.batch_size,
-                "epochs_run": state.epoch,
-                "best_epoch": state.best_epoch,
-                "stopped_early": state.stopped_early,
+                **loop_params(config, state),
                 "engine": engine,
                 "target_epsilon": None if privacy.noise_multiplier else privacy.target_epsilon,
                 "noise_multiplier": plan.noise_multiplier,
