@@ -110,5 +110,46 @@ def test_unknown_method_fails_before_loading_data(tmp_path: Path):
             "run": {"methods": ["nope"], "out": str(tmp_path)},
         },
     )
-    with pytest.raises(ValueError, match="unknown method 'nope'; valid: baseline, dp-sgd, logreg"):
+    with pytest.raises(
+        ValueError, match="unknown method 'nope'; valid: baseline, dp-logreg, dp-sgd, logreg"
+    ):
         run_experiment(config)
+
+
+def test_cli_epsilon_sweep_with_private_methods(toy_csv: Path, tmp_path: Path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--data",
+            f"csv:{toy_csv}",
+            "--target",
+            "outcome",
+            "--methods",
+            "dp-logreg,dp-sgd",
+            "--epsilons",
+            "1,4",
+            "--epochs",
+            "2",
+            "--data-norm",
+            "2",
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    runs = json.loads((run_dir / "results.json").read_text())["runs"]
+    assert [r["name"] for r in runs] == [
+        "dp-logreg eps=1 seed=0",
+        "dp-logreg eps=4 seed=0",
+        "dp-sgd eps=1 seed=0",
+        "dp-sgd eps=4 seed=0",
+    ]
+    for run in runs:
+        target = float(run["name"].split("eps=")[1].split()[0])
+        assert 0 < run["privacy"]["epsilon"] <= target
+    assert runs[0]["params"]["data_norm"] == 2.0
+    assert runs[2]["privacy"]["sampling"] == "poisson"
+    assert len(list((run_dir / "checkpoints").glob("dp-sgd*.pt"))) == 2

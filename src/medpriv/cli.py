@@ -140,6 +140,9 @@ def run(
     allow_over_budget: Annotated[
         bool | None, typer.Option("--allow-over-budget", help="train past --budget anyway")
     ] = None,
+    data_norm: Annotated[
+        float | None, typer.Option(help="dp-logreg: public bound on a row's L2 norm")
+    ] = None,
     unit_policy: Annotated[
         str | None,
         typer.Option(help="several records per unit: one-per-unit (default) or group"),
@@ -182,6 +185,7 @@ def run(
             "budget": budget,
             "allow_over_budget": allow_over_budget,
             "unit_policy": unit_policy,
+            "data_norm": data_norm,
         },
         "train": {
             "epochs": epochs,

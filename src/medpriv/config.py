@@ -73,6 +73,8 @@ class PrivacyConfig:
     `target_epsilon` calibrates the noise for the planned epochs unless `noise_multiplier` is
     given; `delta` defaults to a power of ten below 1/(10 n_units); `unit_policy` says how
     several records per privacy unit are handled: keep one per unit, or group privacy.
+    `data_norm` bounds each design row's L2 norm for `dp-logreg` (rows are clipped to it;
+    default: the square root of the design width, a bound from the schema, not the data).
     """
 
     target_epsilon: float | None = 1.0
@@ -84,6 +86,7 @@ class PrivacyConfig:
     budget: float | None = None
     allow_over_budget: bool = False
     unit_policy: str = "one-per-unit"
+    data_norm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,8 @@ def privacy_problems(p: PrivacyConfig, epsilons: tuple[float, ...]) -> list[str]
         problems.append(f"privacy.accountant must be 'prv' or 'rdp', got {p.accountant!r}")
     if p.engine not in ("fast", "opacus"):
         problems.append(f"privacy.engine must be 'fast' or 'opacus', got {p.engine!r}")
+    if p.data_norm is not None and p.data_norm <= 0:
+        problems.append("privacy.data_norm must be > 0")
     if p.budget is not None and p.budget <= 0:
         problems.append("privacy.budget must be > 0")
     if p.unit_policy not in ("one-per-unit", "group"):

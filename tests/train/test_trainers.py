@@ -34,8 +34,10 @@ def test_trainer_contract(method: str):
     assert model.history and all("epoch" in h for h in model.history)
     assert model.cost.train_seconds > 0
     if private:
-        assert 0 < model.privacy.epsilon <= 8.0 and model.privacy.sampling == "poisson"
-        assert model.privacy.delta < 1 / splits.train.n_units
+        assert 0 < model.privacy.epsilon <= 8.0 and model.privacy.delta < 1 / splits.train.n_units
+        assert model.privacy.statement().startswith("ε = ")
+        if model.privacy.sample_rate is not None:  # subsampled mechanisms must be Poisson
+            assert model.privacy.sampling == "poisson"
     else:
         assert model.privacy.epsilon is None
     # pandas input works the same as a dataset

@@ -87,6 +87,7 @@ class PrivacySpent:
     noise_multiplier: float | None = None
     steps: int | None = None
     sample_rate: float | None = None
+    mechanism: str | None = None
     caveats: tuple[str, ...] = field(default=())
 
     @property
@@ -101,12 +102,14 @@ class PrivacySpent:
         text = f"ε = {self.epsilon:.3g}{delta} per {self.unit}"
         if self.accountant:
             text += f" ({self.accountant.upper()} accountant)"
+        if self.mechanism:
+            text += f", {self.mechanism}"
         if self.sample_rate is not None and self.steps is not None:
             text += (
                 f", {self.sampling} sampling with q = {self.sample_rate:.3g} "
                 f"over {self.steps:,} steps"
             )
-        else:
+        elif not self.sampling.startswith("none"):
             text += f", {self.sampling} sampling"
         if self.noise_multiplier is not None:
             text += f", noise multiplier {self.noise_multiplier:.3g}"

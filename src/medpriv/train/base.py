@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset
@@ -58,7 +59,7 @@ class TrainedModel:
 
     def predict_proba(self, data: TabularDataset | pd.DataFrame) -> np.ndarray:
         """P(y=1) per row."""
-        return 1.0 / (1.0 + np.exp(-self.margin(data)))
+        return expit(self.margin(data))
 
     def losses(self, data: TabularDataset) -> np.ndarray:
         """Per-record cross-entropy of the true label (what loss-based attacks read)."""
@@ -90,6 +91,7 @@ def get_trainer(name: str) -> Trainer:
     """A new trainer instance for a registered method name."""
     import medpriv.train.baseline
     import medpriv.train.dp
+    import medpriv.train.dp_logreg
     import medpriv.train.logreg  # noqa: F401
 
     return TRAINERS.get(name)()
