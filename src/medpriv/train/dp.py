@@ -101,6 +101,18 @@ def one_record_per_unit(dataset: TabularDataset, seed: int) -> TabularDataset:
     return dataset.subset(np.sort(order[first]))
 
 
+def apply_unit_policy(
+    splits: Splits, privacy: PrivacyConfig, seed: int
+) -> tuple[Splits, list[str]]:
+    """With `one-per-unit`, keep one random training record per unit; returns caveats to state."""
+    train = splits.train
+    if privacy.unit_policy != "one-per-unit" or train.n_units == len(train):
+        return splits, []
+    kept = one_record_per_unit(train, seed)
+    note = f"{len(train) - len(kept):,} extra training records dropped to keep one per unit"
+    return replace(splits, parts={**splits.parts, "train": kept}), [note]
+
+
 def _saved_mechanism(checkpoint: Path | None, resume: bool) -> tuple[float, float] | None:
     """(σ, record δ) of the run being resumed: resuming continues the same mechanism."""
     if not resume or checkpoint is None or not Path(checkpoint).exists():
@@ -277,13 +289,8 @@ class DPSGDTrainer:
     ) -> TrainedModel:
         start = time.perf_counter()
         privacy = privacy or PrivacyConfig()
-        caveats = list(CAVEATS)
-        if privacy.unit_policy == "one-per-unit" and splits.train.n_units < len(splits.train):
-            dropped = len(splits.train) - splits.train.n_units
-            splits = replace(
-                splits, parts={**splits.parts, "train": one_record_per_unit(splits.train, seed)}
-            )
-            caveats.append(f"{dropped:,} extra training records dropped to keep one per unit")
+        splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
+        caveats = [*CAVEATS, *unit_caveats]
         plan = plan_privacy(
             splits.train,
             config=config,

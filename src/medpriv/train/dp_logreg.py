@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from medpriv.errors import PrivacyError
 from medpriv.metrics import auroc
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
-from medpriv.train.dp import CAVEATS, one_record_per_unit
+from medpriv.train.dp import CAVEATS, apply_unit_policy
 from medpriv.train.loop import EpochCallback
 
 
@@ -81,15 +81,10 @@ class DPLogRegTrainer:
 
         start = time.perf_counter()
         privacy = privacy or PrivacyConfig()
-        caveats = [CAVEATS[0]]  # preprocessing; nothing is selected on validation records
+        splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
+        # the preprocessing caveat; nothing is selected on validation records here
+        caveats = [CAVEATS[0], *unit_caveats]
         train = splits.train
-        if privacy.unit_policy == "one-per-unit" and train.n_units < len(train):
-            caveats.append(
-                f"{len(train) - train.n_units:,} extra training records dropped "
-                "to keep one per unit"
-            )
-            train = one_record_per_unit(train, seed)
-            splits = replace(splits, parts={**splits.parts, "train": train})
         k = int(pd.Series(train.unit_ids).value_counts().max())
         record_epsilon = epsilon_for_fit(privacy, k)
         if privacy.budget is not None and privacy.target_epsilon > privacy.budget:
