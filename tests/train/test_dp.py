@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medpriv.config import ExperimentConfig, PrivacyConfig, TrainConfig, load_config
+from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import CheckpointError, PrivacyError
 from medpriv.experiment import plan_runs
@@ -238,3 +239,16 @@ def test_fast_engine_is_the_default_and_matches_the_accounting_of_opacus():
     assert fast.params["engine"] == "fast" and ref.params["engine"] == "opacus"
     assert fast.privacy.epsilon == pytest.approx(ref.privacy.epsilon)
     assert fast.privacy.steps == ref.privacy.steps
+
+
+def test_nothing_released_is_computed_from_training_records_without_dp():
+    splits = split_by_unit(make_toy_dataset(400), seed=0)
+    model = get_trainer("dp-sgd").fit(
+        splits=splits, config=TRAIN, privacy=PrivacyConfig(noise_multiplier=1.0)
+    )
+    fitted_on_val = Preprocessor(splits.val.schema).fit(splits.val.features).state_dict()
+    assert model.preprocessor.state_dict() == fitted_on_val
+    assert all("train_loss" not in h and "train_accuracy" not in h for h in model.history)
+    assert model.privacy.caveats[0].startswith("validation records")
+    baseline = get_trainer("baseline").fit(splits=splits, config=TRAIN)
+    assert "train_loss" in baseline.history[0]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import PrivacyError
 from medpriv.train.base import get_trainer
@@ -25,7 +26,9 @@ def test_pure_epsilon_and_a_bound_from_the_schema(splits):
     width = len(model.preprocessor.feature_names_)
     assert model.params["data_norm"] == pytest.approx(np.sqrt(width))
     assert "square root of the design width" in p.statement()
-    assert "without DP" in p.statement()  # the preprocessing caveat is stated
+    assert "validation records (used for preprocessing statistics)" in p.statement()
+    fitted_on_val = Preprocessor(splits.val.schema).fit(splits.val.features).state_dict()
+    assert model.preprocessor.state_dict() == fitted_on_val  # nothing fitted on training rows
 
 
 def test_public_data_norm_is_used_and_rows_are_clipped(splits):

@@ -35,9 +35,16 @@ class NetworkScorer:
         return positive_margin(self.network, tensor).numpy()
 
 
-def prepare(splits: Splits) -> tuple[Preprocessor, TrainingData]:
-    """Fit preprocessing on the training rows only and build the training tensors."""
-    pre = Preprocessor(splits.train.schema).fit(splits.train.features)
+def prepare(splits: Splits, *, fit_on: str = "train") -> tuple[Preprocessor, TrainingData]:
+    """Fit preprocessing on one part (never the test part) and build the training tensors.
+
+    Non-private trainers fit on the training rows. Private trainers fit on the validation rows,
+    so that the released preprocessing statistics reveal nothing about the training patients
+    that ε does not cover (validation patients are not protected; the statement says so).
+    """
+    if fit_on not in ("train", "val"):
+        raise ValueError(f"preprocessing is fitted on 'train' or 'val', not {fit_on!r}")
+    pre = Preprocessor(splits.train.schema).fit(splits.parts[fit_on].features)
     data = TrainingData.from_arrays(
         pre.transform(splits.train.features),
         splits.train.labels,

@@ -39,11 +39,9 @@ from medpriv.train.baseline import NetworkScorer, loop_params, new_network, prep
 from medpriv.train.checkpoint import load_checkpoint
 from medpriv.train.loop import EpochCallback, PoissonBatches, Step, fit_network
 
-CAVEATS = (
-    "preprocessing statistics (medians, means, standard deviations, category levels) are "
-    "computed from the training records without DP",
-    "validation records, used for early stopping, are not protected",
-    "the per-epoch training loss and accuracy in the history are not private",
+VALIDATION_CAVEAT = (
+    "validation records (used for preprocessing statistics and early stopping) are not "
+    "protected; ε covers every training record"
 )
 
 
@@ -290,7 +288,7 @@ class DPSGDTrainer:
         start = time.perf_counter()
         privacy = privacy or PrivacyConfig()
         splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
-        caveats = [*CAVEATS, *unit_caveats]
+        caveats = [VALIDATION_CAVEAT, *unit_caveats]
         plan = plan_privacy(
             splits.train,
             config=config,
@@ -300,7 +298,7 @@ class DPSGDTrainer:
         caveats += check_budget(
             plan, planned_steps=config.epochs * plan.steps_per_epoch, privacy=privacy
         )
-        pre, data = prepare(splits)
+        pre, data = prepare(splits, fit_on="val")
         network, optimizer = new_network(config, data.x_train.shape[1], seed)
         step, close, engine = make_step(privacy.engine, network, optimizer, plan=plan)
         sampler = PoissonBatches(sample_rate=plan.sample_rate, steps_per_epoch=plan.steps_per_epoch)
@@ -319,6 +317,7 @@ class DPSGDTrainer:
                 resume=resume,
                 meta={**run_meta(self.method, pre, config, seed, data), **plan.meta()},
                 on_epoch=on_epoch,
+                record_train_metrics=False,
                 annotate=lambda epoch: {
                     "epsilon": plan.unit_epsilon(epoch * plan.steps_per_epoch),
                     "steps": epoch * plan.steps_per_epoch,

@@ -24,7 +24,7 @@ from medpriv.errors import PrivacyError
 from medpriv.metrics import auroc
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
-from medpriv.train.dp import CAVEATS, apply_unit_policy
+from medpriv.train.dp import apply_unit_policy
 from medpriv.train.loop import EpochCallback
 
 
@@ -82,8 +82,11 @@ class DPLogRegTrainer:
         start = time.perf_counter()
         privacy = privacy or PrivacyConfig()
         splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
-        # the preprocessing caveat; nothing is selected on validation records here
-        caveats = [CAVEATS[0], *unit_caveats]
+        caveats = [
+            "validation records (used for preprocessing statistics) are not protected; "
+            "ε covers every training record",
+            *unit_caveats,
+        ]
         train = splits.train
         k = int(pd.Series(train.unit_ids).value_counts().max())
         record_epsilon = epsilon_for_fit(privacy, k)
@@ -91,7 +94,7 @@ class DPLogRegTrainer:
             caveats.append(
                 f"ε over the budget of {privacy.budget:g} (allowed by --allow-over-budget)"
             )
-        pre = Preprocessor(train.schema).fit(train.features)
+        pre = Preprocessor(train.schema).fit(splits.val.features)  # see baseline.prepare
         x = pre.transform(train.features)
         data_norm = privacy.data_norm or float(np.sqrt(x.shape[1]))
         bound = (

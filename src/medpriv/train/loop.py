@@ -130,6 +130,7 @@ def fit_network(
     meta: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
     annotate: Callable[[int], dict[str, float]] | None = None,
+    record_train_metrics: bool = True,
 ) -> LoopState:
     """Train until `epochs` or early stopping; leaves the best weights loaded.
 
@@ -140,7 +141,8 @@ def fit_network(
     With `checkpoint`, state is saved after every epoch; with `resume`, training continues from it
     (weights, optimizer, history, RNG state), checking that `meta` still matches. `annotate(epoch)`
     adds fields (e.g. ε spent) to each epoch's history record. Every batch the sampler yields is
-    a step, empty ones included.
+    a step, empty ones included. Private trainers pass `record_train_metrics=False`: the loss
+    and accuracy on training batches would be released without DP.
     """
     meta = meta or {}
     torch.manual_seed(seed)
@@ -154,7 +156,7 @@ def fit_network(
         for idx in batches(n):
             x, y = data.x_train[idx], data.y_train[idx]
             logits = step(network, optimizer, x, y)
-            if len(idx) == 0:
+            if len(idx) == 0 or not record_train_metrics:
                 continue
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -163,8 +165,11 @@ def fit_network(
         state.epoch += 1
         record = {
             "epoch": state.epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
+            **(
+                {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+                if record_train_metrics
+                else {}
+            ),
             "val_loss": val_loss,
             "val_auroc": val_auroc,
             **(annotate(state.epoch) if annotate is not None else {}),
