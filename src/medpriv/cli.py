@@ -108,9 +108,25 @@ def run(
     resume: Annotated[
         Path | None, typer.Option(help="continue the run in this folder from its checkpoints")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="maximum training epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="mini-batch size")] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="maximum training epochs (default: per method)")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="mini-batch size; expected batch size under DP (default: per method)"),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate (default: per method)")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="adam or sgd (momentum) (default: per method)")
+    ] = None,
+    dropout: Annotated[float | None, typer.Option(help="dropout (default: per method)")] = None,
+    calibrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Platt-scale the network on validation (default: on for DP-SGD only)",
+        ),
+    ] = None,
     hidden: Annotated[str | None, typer.Option(help="hidden widths, e.g. 128,64")] = None,
     target: TargetOpt = None,
     positive: PositiveOpt = None,
@@ -191,6 +207,9 @@ def run(
             "epochs": epochs,
             "batch_size": batch_size,
             "lr": lr,
+            "optimizer": optimizer,
+            "dropout": dropout,
+            "calibrate": calibrate,
             "hidden": _int_list(hidden, "--hidden"),
         },
     }

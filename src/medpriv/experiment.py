@@ -138,7 +138,8 @@ def run_experiment(
         if seed not in splits_by_seed:  # runs are ordered by seed: keep one split set alive
             splits_by_seed = {seed: make_splits(dataset, config, seed)}
         splits = splits_by_seed[seed]
-        notify("run_start", {"name": name, "epochs": config.train.epochs})
+        recipe = getattr(trainers[spec.method], "recipe", {})  # one-shot fits have no epochs
+        notify("run_start", {"name": name, "epochs": config.train.resolved(recipe).epochs or 1})
         model = trainers[spec.method].fit(
             splits=splits,
             config=config.train,

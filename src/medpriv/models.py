@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +31,14 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.in_features = in_features
         self.hidden = tuple(hidden)
+
+    @torch.no_grad()
+    def start_at_prior(self, positive_rate: float) -> None:
+        """Set the output bias so that the initial margin is about logit(positive_rate)."""
+        rate = min(max(positive_rate, 1e-3), 1 - 1e-3)
+        log_odds = math.log(rate / (1 - rate))
+        output = self[-1]
+        output.bias.copy_(torch.tensor([-log_odds / 2, log_odds / 2], dtype=output.bias.dtype))
 
 
 @torch.no_grad()

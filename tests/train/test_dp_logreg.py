@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import DEFAULT_DATA_NORM, DP_LOGREG_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import PrivacyError
@@ -17,16 +17,16 @@ def splits():
     return split_by_unit(make_toy_dataset(800), seed=0)
 
 
-def test_pure_epsilon_and_a_bound_from_the_schema(splits):
+def test_pure_epsilon_and_a_bound_fixed_in_advance(splits):
     model = get_trainer("dp-logreg").fit(
         splits=splits, config=TrainConfig(), privacy=PrivacyConfig(target_epsilon=2.0), seed=0
     )
     p = model.privacy
     assert p.epsilon == 2.0 and p.delta == 0.0 and "pure ε-DP" in p.statement()
-    width = len(model.preprocessor.feature_names_)
-    assert model.params["data_norm"] == pytest.approx(np.sqrt(width))
-    assert "square root of the design width" in p.statement()
-    assert "validation records (used for preprocessing statistics)" in p.statement()
+    assert model.params["data_norm"] == DEFAULT_DATA_NORM
+    assert "fixed in advance, not computed from the data" in p.statement()
+    assert "validation records (used for preprocessing statistics" in p.statement()
+    assert model.params["C"] == DP_LOGREG_RECIPE["logreg_c"] and model.params["calibration"]
     fitted_on_val = Preprocessor(splits.val.schema).fit(splits.val.features).state_dict()
     assert model.preprocessor.state_dict() == fitted_on_val  # nothing fitted on training rows
 
@@ -49,7 +49,7 @@ def test_noise_depends_on_the_seed_and_shrinks_with_epsilon(splits):
     def weights(eps: float, seed: int) -> np.ndarray:
         model = trainer.fit(
             splits=splits,
-            config=TrainConfig(),
+            config=TrainConfig(calibrate=False),  # the released weights themselves
             privacy=PrivacyConfig(target_epsilon=eps),
             seed=seed,
         )

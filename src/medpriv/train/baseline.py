@@ -1,4 +1,4 @@
-"""`baseline`: the non-private MLP (Adam, early stopping on validation AUROC)."""
+"""`baseline`: the non-private MLP (Adam by default, early stopping on validation AUROC)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import BASELINE_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
 from medpriv.models import MLP, positive_margin
 from medpriv.privacy.accounting import PrivacySpent
-from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.base import TRAINERS, Cost, Scorer, TrainedModel
+from medpriv.train.calibration import maybe_calibrate
 from medpriv.train.loop import (
     EpochCallback,
     LoopState,
@@ -66,6 +67,8 @@ def run_meta(
         "preprocessor": pre.state_dict(),
         "hidden": list(config.hidden),
         "dropout": config.dropout,
+        "optimizer": config.optimizer,
+        "momentum": config.momentum,
         "lr": config.lr,
         "batch_size": config.batch_size,
         "weight_decay": config.weight_decay,
@@ -73,15 +76,39 @@ def run_meta(
 
 
 def new_network(
-    config: TrainConfig, in_features: int, seed: int
+    config: TrainConfig, in_features: int, seed: int, *, positive_rate: float | None = None
 ) -> tuple[MLP, torch.optim.Optimizer]:
-    """A freshly initialized MLP (seeded) and its Adam optimizer."""
+    """A freshly initialized MLP (seeded) and its optimizer (Adam, or SGD with momentum).
+
+    With `positive_rate`, the output bias starts at the class prior's log-odds, so the first
+    steps are not spent learning the base rate.
+    """
     torch.manual_seed(seed)
     network = MLP(in_features, config.hidden, dropout=config.dropout)
-    optimizer = torch.optim.Adam(
-        network.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    if positive_rate is not None:
+        network.start_at_prior(positive_rate)
+    optimizer: torch.optim.Optimizer
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            network.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.Adam(
+            network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
     return network, optimizer
+
+
+def finish_scorer(
+    network: torch.nn.Module, data: TrainingData, *, calibrate: bool
+) -> tuple[Scorer, dict | None]:
+    """The network's scorer, Platt-calibrated on the validation rows when asked."""
+    return maybe_calibrate(  # type: ignore[return-value]
+        NetworkScorer(network), data.x_val.numpy(), data.y_val.numpy(), calibrate=calibrate
+    )
 
 
 def loop_params(config: TrainConfig, state: LoopState) -> dict:
@@ -89,6 +116,7 @@ def loop_params(config: TrainConfig, state: LoopState) -> dict:
     return {
         "hidden": list(config.hidden),
         "dropout": config.dropout,
+        "optimizer": config.optimizer,
         "lr": config.lr,
         "batch_size": config.batch_size,
         "epochs_run": state.epoch,
@@ -102,6 +130,7 @@ class BaselineTrainer:
     """Non-private MLP; batches by tensor indexing, not a row-by-row DataLoader."""
 
     method = "baseline"
+    recipe = BASELINE_RECIPE
 
     def fit(
         self,
@@ -115,6 +144,7 @@ class BaselineTrainer:
         on_epoch: EpochCallback | None = None,
     ) -> TrainedModel:
         start = time.perf_counter()
+        config = config.resolved(self.recipe)
         pre, data = prepare(splits)
         network, optimizer = new_network(config, data.x_train.shape[1], seed)
         state = fit_network(
@@ -130,12 +160,13 @@ class BaselineTrainer:
             meta=run_meta(self.method, pre, config, seed, data),
             on_epoch=on_epoch,
         )
+        scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
         return TrainedModel(
             method=self.method,
             preprocessor=pre,
-            scorer=NetworkScorer(network),
+            scorer=scorer,
             history=state.history,
             privacy=PrivacySpent(unit=splits.train.unit_name, sampling="shuffle"),
             cost=Cost(train_seconds=time.perf_counter() - start),
-            params=loop_params(config, state),
+            params={**loop_params(config, state), "calibration": calibration},
         )

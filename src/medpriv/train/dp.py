@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import DP_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.splits import Splits
 from medpriv.errors import PrivacyError
@@ -35,13 +35,13 @@ from medpriv.privacy.accounting import (
     group_privacy,
 )
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
-from medpriv.train.baseline import NetworkScorer, loop_params, new_network, prepare, run_meta
+from medpriv.train.baseline import finish_scorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.checkpoint import load_checkpoint
 from medpriv.train.loop import EpochCallback, PoissonBatches, Step, fit_network
 
 VALIDATION_CAVEAT = (
-    "validation records (used for preprocessing statistics and early stopping) are not "
-    "protected; ε covers every training record"
+    "validation records (used for preprocessing statistics, the initial output bias, early "
+    "stopping and calibration) are not protected; ε covers every training record"
 )
 
 
@@ -131,6 +131,7 @@ def plan_privacy(
     With k records per unit (unit_policy 'group'), the record-level (ε_r, δ_r) is chosen so that
     group privacy, (kε_r, k·e^{(k−1)ε_r}·δ_r), meets the per-unit target at the planned steps.
     """
+    config = config.resolved(DP_RECIPE)
     n_records, n_units = len(train), train.n_units
     k = int(pd.Series(train.unit_ids).value_counts().max()) if n_records else 1
     unit_delta = privacy.delta if privacy.delta is not None else default_delta(n_units)
@@ -273,6 +274,7 @@ class DPSGDTrainer:
 
     method = "dp-sgd"
     private = True
+    recipe = DP_RECIPE
 
     def fit(
         self,
@@ -286,6 +288,7 @@ class DPSGDTrainer:
         on_epoch: EpochCallback | None = None,
     ) -> TrainedModel:
         start = time.perf_counter()
+        config = config.resolved(self.recipe)
         privacy = privacy or PrivacyConfig()
         splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
         caveats = [VALIDATION_CAVEAT, *unit_caveats]
@@ -299,7 +302,9 @@ class DPSGDTrainer:
             plan, planned_steps=config.epochs * plan.steps_per_epoch, privacy=privacy
         )
         pre, data = prepare(splits, fit_on="val")
-        network, optimizer = new_network(config, data.x_train.shape[1], seed)
+        network, optimizer = new_network(
+            config, data.x_train.shape[1], seed, positive_rate=float(data.y_val.float().mean())
+        )
         step, close, engine = make_step(privacy.engine, network, optimizer, plan=plan)
         sampler = PoissonBatches(sample_rate=plan.sample_rate, steps_per_epoch=plan.steps_per_epoch)
         require_poisson(sampler)
@@ -325,6 +330,7 @@ class DPSGDTrainer:
             )
         finally:
             close()
+        scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
         steps = state.epoch * plan.steps_per_epoch
         epsilon, delta = plan.unit_guarantee(steps)
         spent = PrivacySpent(
@@ -343,12 +349,13 @@ class DPSGDTrainer:
         return TrainedModel(
             method=self.method,
             preprocessor=pre,
-            scorer=NetworkScorer(network),
+            scorer=scorer,
             history=state.history,
             privacy=spent,
             cost=Cost(train_seconds=time.perf_counter() - start),
             params={
                 **loop_params(config, state),
+                "calibration": calibration,
                 "engine": engine,
                 "target_epsilon": None if privacy.noise_multiplier else privacy.target_epsilon,
                 "noise_multiplier": plan.noise_multiplier,

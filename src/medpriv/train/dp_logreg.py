@@ -1,10 +1,11 @@
 """`dp-logreg`: logistic regression with objective perturbation (diffprivlib; pure ε-DP).
 
-diffprivlib needs a bound on each row's L2 norm. It comes from the schema, never from the
-private values: by default the square root of the design width (one standardized unit per
-column), or `privacy.data_norm` from public knowledge; rows are clipped to it, so the bound holds
-by construction. With several records per unit, `one-per-unit` keeps one, `group` fits at ε/k
-so that group privacy gives ε per unit.
+diffprivlib needs a bound on each row's L2 norm. It never comes from the private values: by
+default a constant fixed in advance (`DEFAULT_DATA_NORM`, like DP-SGD's clipping norm), or
+`privacy.data_norm` from public knowledge; rows are clipped to it, so the bound holds by
+construction. The released weights are then Platt-calibrated on the validation patients
+(post-processing; the default recipe, `DP_LOGREG_RECIPE`). With several records per unit,
+`one-per-unit` keeps one, `group` fits at ε/k so that group privacy gives ε per unit.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import DEFAULT_DATA_NORM, DP_LOGREG_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
 from medpriv.errors import PrivacyError
 from medpriv.metrics import auroc
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.calibration import maybe_calibrate
 from medpriv.train.dp import apply_unit_policy
 from medpriv.train.loop import EpochCallback
 
@@ -64,6 +66,7 @@ class DPLogRegTrainer:
 
     method = "dp-logreg"
     private = True
+    recipe = DP_LOGREG_RECIPE
 
     def fit(
         self,
@@ -80,11 +83,12 @@ class DPLogRegTrainer:
         from diffprivlib.models import LogisticRegression
 
         start = time.perf_counter()
+        config = config.resolved(self.recipe)
         privacy = privacy or PrivacyConfig()
         splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
         caveats = [
-            "validation records (used for preprocessing statistics) are not protected; "
-            "ε covers every training record",
+            "validation records (used for preprocessing statistics and calibration) are not "
+            "protected; ε covers every training record",
             *unit_caveats,
         ]
         train = splits.train
@@ -96,11 +100,11 @@ class DPLogRegTrainer:
             )
         pre = Preprocessor(train.schema).fit(splits.val.features)  # see baseline.prepare
         x = pre.transform(train.features)
-        data_norm = privacy.data_norm or float(np.sqrt(x.shape[1]))
+        data_norm = privacy.data_norm or DEFAULT_DATA_NORM
         bound = (
             "set in config (public knowledge)"
             if privacy.data_norm
-            else f"the square root of the design width ({x.shape[1]} columns)"
+            else "medpriv's default, fixed in advance, not computed from the data"
         )
         estimator = LogisticRegression(
             epsilon=record_epsilon,
@@ -113,12 +117,16 @@ class DPLogRegTrainer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn convergence notices
             estimator.fit(clip_rows(x, data_norm), train.labels)
-        scorer = ClippedLinearScorer(estimator, data_norm)
+        x_val = pre.transform(splits.val.features)
+        scorer, calibration = maybe_calibrate(
+            ClippedLinearScorer(estimator, data_norm),
+            x_val,
+            splits.val.labels,
+            calibrate=bool(config.calibrate),
+        )
         record = {
             "epoch": 1,
-            "val_auroc": auroc(
-                splits.val.labels, scorer.margin(pre.transform(splits.val.features))
-            ),
+            "val_auroc": auroc(splits.val.labels, scorer.margin(x_val)),
             "epsilon": record_epsilon * k,
         }
         if on_epoch is not None:
@@ -146,6 +154,7 @@ class DPLogRegTrainer:
             cost=Cost(train_seconds=time.perf_counter() - start),
             params={
                 "C": config.logreg_c,
+                "calibration": calibration,
                 "data_norm": data_norm,
                 "data_norm_source": bound,
                 "record_epsilon": record_epsilon,
