@@ -39,6 +39,7 @@ def measure(data: dict, *, epsilon: float, seeds: int, train: dict, out: Path) -
                 "out": str(out),
                 "bootstrap": 0,
                 "progress": False,
+                "attacks": [],  # train on the whole training split, as the targets assume
             },
         },
     )

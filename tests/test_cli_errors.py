@@ -234,6 +234,16 @@ def test_unknown_method_lists_valid_methods(tmp_path):
     _check(result, "'nope'", "baseline", "logreg")
 
 
+def test_unknown_attack_lists_valid_attacks(tmp_path):
+    csv = _valid_csv(tmp_path / "cohort.csv")
+    result = invoke(
+        "run",
+        *("--data", f"csv:{csv}", "--target", "died", "--attacks", "mia_loss,psychic"),
+        *("--out", str(tmp_path / "runs"), "--no-progress"),
+    )
+    _check(result, "psychic", "mia_lira", "none")
+
+
 def test_unknown_config_key(tmp_path):
     config = _write(tmp_path / "exp.toml", "[train]\nepochs = 2\nlearning_rate = 0.1\n")
     result = invoke("run", "--config", str(config), "--out", str(tmp_path / "runs"))

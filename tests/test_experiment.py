@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medpriv.cli import app
-from medpriv.config import load_config
+from medpriv.config import ATTACK_NAMES, load_config
 from medpriv.experiment import RunPaths, run_experiment
 from medpriv.results import validate_results
 from tests.conftest import make_toy_dataset
@@ -20,7 +20,7 @@ def toy_csv(tmp_path: Path) -> Path:
     return path
 
 
-def _config(toy_csv: Path, out: Path, epochs: int = 4):
+def _config(toy_csv: Path, out: Path, epochs: int = 4, attacks: tuple[str, ...] = ()):
     return load_config(
         None,
         {
@@ -30,6 +30,8 @@ def _config(toy_csv: Path, out: Path, epochs: int = 4):
                 "seeds": 2,
                 "out": str(out),
                 "bootstrap": 50,
+                "attacks": list(attacks),
+                "shadow_models": 4,
             },
             "train": {"epochs": epochs, "patience": 50, "batch_size": 64},
         },
@@ -37,7 +39,7 @@ def _config(toy_csv: Path, out: Path, epochs: int = 4):
 
 
 def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp_path: Path):
-    config = _config(toy_csv, tmp_path / "runs")
+    config = _config(toy_csv, tmp_path / "runs", attacks=ATTACK_NAMES)
     events = []
     document = run_experiment(config, listener=lambda e, i: events.append(e))
     run_dir = next((tmp_path / "runs").iterdir())
@@ -52,12 +54,16 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
     ]
     assert on_disk["dataset"]["n_records"] == 500
     for run in on_disk["runs"]:
-        assert run["privacy"]["epsilon"] is None and run["attacks"] == {}
+        assert run["privacy"]["epsilon"] is None
+        assert set(run["attacks"]) == set(ATTACK_NAMES)
+        assert run["attacks"]["mia_lira"]["n_shadow"] == 4
+        assert run["attacks"]["audit"]["consistent"] is None  # nothing claimed
         assert 0.7 < run["utility"]["auroc"] <= 1.0
-        assert sum(run["splits"].values()) == 500
+        assert sum(run["splits"].values()) == 500 and "nonmember" in run["splits"]
     assert len(on_disk["runs"][0]["history"]) == 4
     html = (run_dir / "report.html").read_text()
     assert "baseline seed=1" in html and "data:image/png;base64," in html
+    assert "Membership inference" in html and "ε lower bound" in html
     assert load_config(run_dir / "config.toml") == config
     assert events.count("run_end") == 4 and events[-1] == "done"
     assert not list(run_dir.glob(".*.tmp"))
@@ -92,6 +98,8 @@ def test_cli_run_end_to_end(toy_csv: Path, tmp_path: Path):
             "--no-progress",
             "--epochs",
             "2",
+            "--shadow-models",
+            "4",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -133,6 +141,8 @@ def test_cli_epsilon_sweep_with_private_methods(toy_csv: Path, tmp_path: Path):
             "2",
             "--data-norm",
             "2",
+            "--shadow-models",
+            "4",
             "--out",
             str(tmp_path / "runs"),
             "--no-progress",
@@ -152,4 +162,8 @@ def test_cli_epsilon_sweep_with_private_methods(toy_csv: Path, tmp_path: Path):
         assert 0 < run["privacy"]["epsilon"] <= target
     assert runs[0]["params"]["data_norm"] == 2.0
     assert runs[2]["privacy"]["sampling"] == "poisson"
+    for run in runs:  # every private model is attacked and audited against its own ε
+        audit = run["attacks"]["audit"]
+        assert audit["claimed_epsilon"] == run["privacy"]["epsilon"]
+        assert audit["consistent"] is True and run["attacks"]["mia_lira"]["n_shadow"] == 4
     assert len(list((run_dir / "checkpoints").glob("dp-sgd*.pt"))) == 2

@@ -103,6 +103,16 @@ def run(
         str | None, typer.Option(help="comma-separated, e.g. baseline,logreg")
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds (splits and inits)")] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="attacks on every model: mia_loss,mia_lira,mia_rmia,audit,attribute "
+            "(default: all), or none"
+        ),
+    ] = None,
+    shadow_models: Annotated[
+        int | None, typer.Option(help="shadow models for LiRA and RMIA (default 16)")
+    ] = None,
     out: Annotated[str | None, typer.Option(help="parent folder of the run folder")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML experiment file")] = None,
     resume: Annotated[
@@ -190,7 +200,14 @@ def run(
             label,
             all_stays,
         ),
-        "run": {"methods": methods, "seeds": seeds, "out": out, "epsilons": epsilons},
+        "run": {
+            "methods": methods,
+            "seeds": seeds,
+            "out": out,
+            "epsilons": epsilons,
+            "attacks": [] if attacks is not None and attacks.strip() == "none" else attacks,
+            "shadow_models": shadow_models,
+        },
         "privacy": {
             "target_epsilon": target_epsilon,
             "noise_multiplier": noise_multiplier,

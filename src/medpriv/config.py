@@ -70,6 +70,7 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("adam", "sgd")
+ATTACK_NAMES = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute")
 # Logistic regression: sklearn's default inverse regularization.
 LOGREG_RECIPE: dict[str, Any] = {"logreg_c": 1.0}
 # Objective perturbation: the noise term is fixed by ε and the row bound, so strong
@@ -107,7 +108,12 @@ DP_RECIPE: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What to run and where to write it."""
+    """What to run and where to write it.
+
+    `attacks` are run against every trained model (an empty list turns them off; the target
+    then trains on the whole training split instead of a random half of the attack pool);
+    `shadow_models` is LiRA's and RMIA's K.
+    """
 
     methods: tuple[str, ...] = ("baseline", "logreg")
     seeds: int = 1
@@ -115,6 +121,8 @@ class RunConfig:
     out: str = "runs"
     bootstrap: int = 1000
     progress: bool = True
+    attacks: tuple[str, ...] = ATTACK_NAMES
+    shadow_models: int = 16
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,13 @@ class ExperimentConfig:
             problems.append("train.dropout must be in [0, 1)")
         if r.seeds < 1:
             problems.append("run.seeds must be >= 1")
+        unknown = [a for a in r.attacks if a not in ATTACK_NAMES]
+        if unknown:
+            problems.append(
+                f"unknown attacks {unknown}; choose from {', '.join(ATTACK_NAMES)} (or none)"
+            )
+        if r.shadow_models < 2:
+            problems.append("run.shadow_models must be >= 2")
         if not r.methods:
             problems.append("run.methods is empty; name at least one method")
         if self.data.window_hours not in (24, 48):

@@ -83,6 +83,8 @@ class ConsoleListener:
             if "val_auroc" in record:
                 text += f"  val AUROC {record['val_auroc']:.3f}"
             self._progress.update(self._tasks[info["name"]], completed=info["epoch"], info=text)
+        elif event == "attack":
+            self._progress.update(self._tasks[info["name"]], info=info["text"])
         elif event == "run_end":
             task = self._tasks[info["name"]]
             utility = info["entry"]["utility"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medpriv import __version__
+from medpriv.attacks.runner import run_attacks
 from medpriv.config import ExperimentConfig, PrivacyConfig, to_toml
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.sources import load_dataset
@@ -87,10 +88,17 @@ def plan_runs(config: ExperimentConfig, private: dict[str, bool]) -> list[RunSpe
 
 
 def make_splits(dataset: TabularDataset, config: ExperimentConfig, seed: int) -> Splits:
+    """Train/val/test by unit; with attacks on, the rest is an attack pool split in half:
+    `train` (the members the target learns from) and `nonmember`."""
+    s = config.split
+    extra = None
+    if config.run.attacks:
+        extra = {"nonmember": (1 - s.val_fraction - s.test_fraction) / 2}
     return split_by_unit(
         dataset,
-        val_fraction=config.split.val_fraction,
-        test_fraction=config.split.test_fraction,
+        val_fraction=s.val_fraction,
+        test_fraction=s.test_fraction,
+        extra=extra,
         seed=seed,
     )
 
@@ -162,6 +170,20 @@ def run_experiment(
             split_sizes=splits.sizes(),
         )
         entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
+        if config.run.attacks:
+            started = time.perf_counter()
+            entry["attacks"], _ = run_attacks(
+                model,
+                splits,
+                attacks=config.run.attacks,
+                trainer=trainers[spec.method],
+                config=config.train,
+                privacy=spec.privacy,
+                n_shadow=config.run.shadow_models,
+                seed=seed,
+                progress=lambda text, name=name: notify("attack", {"name": name, "text": text}),
+            )
+            entry["cost"]["attack_seconds"] = round(time.perf_counter() - started, 4)
         document["runs"].append(entry)
         write_json_atomic(document, paths.results)
         notify("run_end", {"name": name, "entry": entry})

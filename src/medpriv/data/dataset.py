@@ -124,3 +124,25 @@ class TabularDataset:
             ],
             "notes": list(self.notes),
         }
+
+
+def concat(parts: list[TabularDataset]) -> TabularDataset:
+    """Rows of several datasets with the same schema, in order (cohort flow of the first)."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    first = parts[0]
+    if any(p.schema != first.schema for p in parts):
+        raise DataSchemaError("only datasets with the same schema can be concatenated")
+    sites = [p.site_ids for p in parts]
+    return TabularDataset(
+        name=first.name,
+        features=pd.concat([p.features for p in parts], ignore_index=True),
+        labels=np.concatenate([p.labels for p in parts]),
+        unit_ids=np.concatenate([p.unit_ids for p in parts]),
+        schema=first.schema,
+        site_ids=None if any(s is None for s in sites) else np.concatenate(sites),
+        unit_name=first.unit_name,
+        label_name=first.label_name,
+        cohort_flow=first.cohort_flow,
+        notes=first.notes,
+    )

@@ -606,6 +606,15 @@ def _figures_section(runs: list[dict]) -> str:
             False,
         ),
         (
+            "Membership inference",
+            "ROC of each membership-inference attack on the attack pool, log-log so that the "
+            "low false-positive region (where a confident attack matters) is visible; dashed "
+            "diagonal = chance.",
+            plots.attack_roc_curves,
+            any(plots.has_attack_roc(r) for r in runs),
+            True,
+        ),
+        (
             "Confusion matrices",
             "Test confusion matrices (counts and share of all test records); colour shows the "
             "share of each true class.",

@@ -412,3 +412,52 @@ def utility_privacy(runs: Sequence[dict]) -> Figure | None:
             frameon=False,
         )
     return fig
+
+
+MIA_PANELS = (("mia_loss", "Loss threshold"), ("mia_lira", "LiRA"), ("mia_rmia", "RMIA"))
+
+
+def _attack_roc(run: dict, attack: str) -> tuple[np.ndarray, np.ndarray] | None:
+    block = run.get("attacks", {}).get(attack) if isinstance(run.get("attacks"), dict) else None
+    if not isinstance(block, dict):
+        return None
+    return _series(block.get("roc"), "fpr", "tpr")
+
+
+def has_attack_roc(run: dict) -> bool:
+    return any(_attack_roc(run, attack) is not None for attack, _ in MIA_PANELS)
+
+
+def attack_roc_curves(runs: Sequence[dict]) -> Figure | None:
+    """Membership-inference ROC per attack (one panel each), log-log, as Carlini et al. plot it."""
+    panels = [(a, t) for a, t in MIA_PANELS if any(_attack_roc(r, a) is not None for r in runs)]
+    if not panels:
+        return None
+    fig, axes = _figure(4.2 * len(panels), 4.4, ncols=len(panels), squeeze=False)
+    colors = _colors(len(runs))
+    floor = 1e-4
+    for ax, (attack, title) in zip(axes[0], panels, strict=True):
+        for i, run in enumerate(runs):
+            curve = _attack_roc(run, attack)
+            if curve is None:
+                continue
+            fpr, tpr = curve
+            auc = number(run["attacks"][attack].get("auc"))
+            label = _label(_name(run, i), 28) + (f" ({auc:.2f})" if auc is not None else "")
+            ax.plot(
+                np.maximum(fpr, floor), np.maximum(tpr, floor), color=colors[i], lw=1.5, label=label
+            )
+        grid = np.geomspace(floor, 1, 50)
+        ax.plot(grid, grid, ls="--", color="#888", lw=1, label="chance")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlim=(floor, 1),
+            ylim=(floor, 1.05),
+            xlabel="False positive rate",
+            ylabel="True positive rate",
+        )
+        ax.set_title(f"{title} (AUC in legend)")
+        _style(ax)
+        _legend(ax, 4.4)
+    return fig

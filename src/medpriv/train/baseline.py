@@ -117,6 +117,8 @@ def loop_params(config: TrainConfig, state: LoopState) -> dict:
         "hidden": list(config.hidden),
         "dropout": config.dropout,
         "optimizer": config.optimizer,
+        "momentum": config.momentum,
+        "weight_decay": config.weight_decay,
         "lr": config.lr,
         "batch_size": config.batch_size,
         "epochs_run": state.epoch,

@@ -356,6 +356,7 @@ class DPSGDTrainer:
             params={
                 **loop_params(config, state),
                 "calibration": calibration,
+                "prior_init": True,
                 "engine": engine,
                 "target_epsilon": None if privacy.noise_multiplier else privacy.target_epsilon,
                 "noise_multiplier": plan.noise_multiplier,

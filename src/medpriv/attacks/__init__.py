@@ -1,0 +1,1 @@
+"""Privacy attacks against trained models: membership inference, ε audit, attribute inference."""
