@@ -46,3 +46,28 @@ def test_synthetic_default_baseline_auroc(tmp_path: Path):
     assert 0.80 <= auroc <= 0.93, auroc
     flow = document["dataset"]["cohort_flow"]
     assert flow[0]["remaining"] == 10_000 and flow[-1]["remaining"] < 10_000
+
+
+@pytest.mark.slow
+def test_synthetic_attacks_baseline_leaks_more_than_dp_sgd(tmp_path: Path):
+    """Issue 4 acceptance: `medpriv run --methods baseline,dp-sgd --epsilons 1` on synthetic."""
+    config = load_config(
+        None,
+        {
+            "data": {"spec": "synthetic"},
+            "run": {
+                "methods": ["baseline", "dp-sgd"],
+                "epsilons": [1.0],
+                "out": str(tmp_path),
+                "bootstrap": 0,
+                "progress": False,
+            },
+        },
+    )
+    document = run_experiment(config)
+    assert validate_results(document) == []
+    base, dp = (run["attacks"] for run in document["runs"])
+    assert base["mia_lira"]["auc"] > dp["mia_lira"]["auc"]
+    assert base["mia_lira"]["tpr_at_fpr"]["0.01"] > dp["mia_lira"]["tpr_at_fpr"]["0.01"]
+    assert abs(dp["mia_lira"]["auc"] - 0.5) <= 0.03
+    assert dp["audit"]["epsilon_lower_bound"] <= 1.0 and dp["audit"]["consistent"] is True

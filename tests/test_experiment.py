@@ -24,7 +24,7 @@ def _config(toy_csv: Path, out: Path, epochs: int = 4, attacks: tuple[str, ...] 
     return load_config(
         None,
         {
-            "data": {"spec": f"csv:{toy_csv}", "target": "outcome"},
+            "data": {"spec": f"csv:{toy_csv}", "target": "outcome", "sensitive": ["group"]},
             "run": {
                 "methods": ["baseline", "logreg"],
                 "seeds": 2,

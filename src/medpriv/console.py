@@ -106,11 +106,25 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
     stdout = _console(stderr=False)
     table = Table(title=f"medpriv results — {document['dataset']['name']}")
     columns = ("run", "AUROC (95% CI)", "AUPRC", "accuracy", "F1", "Brier", "ε", "δ", "train s")
+    attacked = any(run.get("attacks") for run in document["runs"])
+    if attacked:
+        columns += ("LiRA AUC", "TPR@1%FPR", "ε audit ≥")
     for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
     for run in document["runs"]:
         u, p = run["utility"], run["privacy"]
         lo, hi = u["auroc_ci95"]
+        a = run.get("attacks") or {}
+        lira, audit = a.get("mia_lira") or {}, a.get("audit") or {}
+        attack_cells = (
+            (
+                _fmt(lira.get("auc")),
+                _fmt((lira.get("tpr_at_fpr") or {}).get("0.01")),
+                _fmt(audit.get("epsilon_lower_bound"), 2),
+            )
+            if attacked
+            else ()
+        )
         table.add_row(
             run["name"],
             f"{_fmt(u['auroc'])} ({_fmt(lo)}–{_fmt(hi)})",
@@ -121,7 +135,18 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
             "not private" if p["epsilon"] is None else _fmt(p["epsilon"], 2),
             "—" if p["delta"] is None else f"{p['delta']:.0e}",
             f"{run['cost']['train_seconds']:.1f}",
+            *attack_cells,
         )
     stdout.print(table)
+    for run in document["runs"]:
+        audit = (run.get("attacks") or {}).get("audit") or {}
+        if audit.get("consistent") is False:
+            _console(stderr=True).print(
+                f"WARNING: {run['name']}: the measured ε lower bound "
+                f"{audit['epsilon_lower_bound']:.3g} exceeds the claimed ε = "
+                f"{run['privacy']['epsilon']:.3g}; the DP implementation or its accounting is "
+                "wrong — do not rely on this model's ε",
+                style="bold red",
+            )
     if paths is not None:
         stdout.print(f"results: {paths.results}\nreport:  {paths.report}")

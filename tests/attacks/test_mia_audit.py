@@ -6,8 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from medpriv.attacks.audit import audit_epsilon, clopper_pearson, epsilon_from_rates
 from medpriv.attacks.base import AttackInput, AttackResult, RocCurve
@@ -132,16 +130,23 @@ def test_epsilon_from_rates_is_the_dp_inequality():
     assert epsilon_from_rates(0.1, 0.1, 0.9, 0.9, 0.0) == 0.0
 
 
-@settings(max_examples=15, deadline=None)
-@given(eps=st.floats(0.1, 3.0), seed=st.integers(0, 1000))
-def test_audit_of_a_randomized_response_mechanism_stays_below_its_epsilon(eps: float, seed: int):
-    """A membership bit released through ε-randomized response is exactly ε-DP."""
-    rng = np.random.default_rng(seed)
-    member = rng.random(4000) < 0.5
-    keep = rng.random(4000) < math.exp(eps) / (1 + math.exp(eps))
-    scores = np.where(keep, member, ~member).astype(float)
-    audit = audit_epsilon(scores, member, delta=0.0, claimed_epsilon=eps, attack="rr", seed=seed)
-    assert audit.epsilon_lower_bound <= eps and audit.consistent
+@pytest.mark.parametrize("eps", [0.3, 1.0, 3.0])
+def test_audit_of_a_randomized_response_mechanism_is_valid_and_tight(eps: float):
+    """A membership bit released through ε-randomized response is exactly ε-DP: a 95% lower
+    bound may exceed ε in at most about 5% of runs, and on average it comes close to ε."""
+    bounds = []
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        member = rng.random(4000) < 0.5
+        keep = rng.random(4000) < math.exp(eps) / (1 + math.exp(eps))
+        scores = np.where(keep, member, ~member).astype(float)
+        audit = audit_epsilon(
+            scores, member, delta=0.0, claimed_epsilon=eps, attack="rr", seed=seed
+        )
+        bounds.append(audit.epsilon_lower_bound)
+    bounds = np.array(bounds)
+    assert np.mean(bounds > eps) <= 0.05
+    assert 0.5 * eps < np.mean(bounds) <= eps
 
 
 def test_audit_flags_a_leak_beyond_the_claim():

@@ -1,0 +1,41 @@
+"""The console summary shows attack figures and warns loudly on a failed ε audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from medpriv.console import print_summary
+
+
+def _run(name: str, epsilon: float | None, bound: float, consistent: bool | None) -> dict:
+    return {
+        "name": name,
+        "utility": {
+            "auroc": 0.8,
+            "auroc_ci95": [0.7, 0.9],
+            "auprc": 0.5,
+            "accuracy": 0.9,
+            "f1": 0.4,
+            "brier": 0.1,
+        },
+        "privacy": {"epsilon": epsilon, "delta": None if epsilon is None else 1e-5},
+        "cost": {"train_seconds": 1.0},
+        "attacks": {
+            "mia_lira": {"auc": 0.61, "tpr_at_fpr": {"0.001": 0.0, "0.01": 0.034}},
+            "audit": {"epsilon_lower_bound": bound, "consistent": consistent},
+        },
+    }
+
+
+def test_summary_has_attack_columns_and_warns_on_an_inconsistent_audit(
+    capsys: pytest.CaptureFixture[str],
+):
+    document = {
+        "dataset": {"name": "toy"},
+        "runs": [_run("baseline seed=0", None, 0.4, None), _run("dp-sgd eps=1", 1.0, 2.5, False)],
+    }
+    print_summary(document)
+    out, err = capsys.readouterr()
+    assert "LiRA AUC" in out and "0.610" in out and "0.034" in out
+    assert "WARNING: dp-sgd eps=1" in err and "2.5 exceeds the claimed ε = 1" in err
+    assert "baseline" not in err
