@@ -11,7 +11,7 @@ from rich.table import Table
 
 from medpriv.data.dataset import TabularDataset
 
-PIPED_WIDTH = 132  # rich would wrap tables at 80 columns when output is not a terminal
+PIPED_WIDTH = 150  # rich would wrap tables at 80 columns when output is not a terminal (logs, CI)
 
 
 def _console(*, stderr: bool) -> Console:
@@ -110,7 +110,9 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
     if attacked:
         columns += ("LiRA AUC", "TPR@1%FPR", "ε audit ≥")
     for column in columns:
-        table.add_column(column, justify="left" if column == "run" else "right")
+        # The CI ("(0.805–0.868)", 13 characters) goes on its own line and is never cut short.
+        width = 13 if column.startswith("AUROC") else None
+        table.add_column(column, justify="left" if column == "run" else "right", min_width=width)
     for run in document["runs"]:
         u, p = run["utility"], run["privacy"]
         lo, hi = u["auroc_ci95"]
@@ -127,7 +129,7 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
         )
         table.add_row(
             run["name"],
-            f"{_fmt(u['auroc'])} ({_fmt(lo)}–{_fmt(hi)})",
+            f"{_fmt(u['auroc'])}\n({_fmt(lo)}–{_fmt(hi)})",
             _fmt(u["auprc"]),
             _fmt(u["accuracy"]),
             _fmt(u["f1"]),

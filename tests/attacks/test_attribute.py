@@ -153,3 +153,20 @@ def test_multivalued_attribute_and_result_dict():
         assert summary[group]["n"] == data.features["group"].notna().sum()
         assert 0 <= summary[group]["attack_accuracy"] <= 1
     assert isinstance(summary["method"], str) and summary["method"]
+
+
+def test_placeholders_like_unknown_are_never_the_inferred_value():
+    dataset = make_toy_dataset(600, seed=4)
+    group = dataset.features["group"].to_numpy(copy=True)
+    group[np.arange(len(group)) % 3 == 0] = "Unknown"  # the most frequent value after "a"
+    dataset = TabularDataset(
+        name=dataset.name,
+        features=dataset.features.assign(group=group),
+        labels=dataset.labels,
+        unit_ids=dataset.unit_ids,
+        schema=dataset.schema,
+    )
+    splits, model = _fit(dataset, "logreg")
+    result = _attack(splits, model, attribute="group")
+    assert result is not None and result.target_value in {"a", "b", "c"}
+    assert result.members["n"] < len(splits.train)  # records whose group is unknown are left out

@@ -42,6 +42,22 @@ METHOD = (
 )
 # At most this many candidate values are substituted into each record (the most frequent ones).
 MAX_CANDIDATES = 20
+# Placeholders that say the value was not recorded (compared lower-case): treated as missing,
+# neither a target nor a candidate value ("ethnicity = unknown" is nothing worth inferring).
+NOT_RECORDED = frozenset(
+    {
+        "unknown",
+        "unknown/not specified",
+        "not specified",
+        "unable to obtain",
+        "declined",
+        "patient declined to answer",
+        "n/a",
+        "na",
+        "none",
+        "missing",
+    }
+)
 # Per-candidate losses are clipped here so that a few saturated predictions do not dominate.
 LOSS_CAP = 30.0
 # Inverse regularization of the attack and imputation regressions (sklearn's default).
@@ -239,11 +255,13 @@ def _target(reference: TabularDataset, name: str) -> _Target:
 
 
 def _values(column: pd.Series, numeric: bool) -> pd.Series:
-    """Numbers for a numeric column; stripped strings for a categorical one; missing as NA."""
+    """Numbers for a numeric column; stripped strings for a categorical one; missing (and
+    NOT_RECORDED placeholders) as NA."""
     if numeric:
         return pd.to_numeric(column, errors="coerce").astype(np.float64)
     text = column.astype("object").map(lambda v: None if pd.isna(v) else str(v).strip())
-    return text.where(text.notna() & ~text.isin(["", "nan"]))
+    recorded = ~text.str.lower().isin(NOT_RECORDED | {"", "nan"})
+    return text.where(text.notna() & recorded)
 
 
 def _text(value: Any) -> str:
