@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from medpriv.attacks.audit import audit_epsilon, clopper_pearson, epsilon_from_rates
+from medpriv.attacks.audit import (
+    audit_epsilon,
+    audit_strongest,
+    clopper_pearson,
+    epsilon_from_rates,
+)
 from medpriv.attacks.base import AttackInput, AttackResult, RocCurve
 from medpriv.attacks.mia import (
     MIN_SHADOWS_FOR_VARIANCE,
@@ -156,3 +161,19 @@ def test_audit_flags_a_leak_beyond_the_claim():
     assert audit.to_dict()["consistent"] is False
     nonprivate = audit_epsilon(member * 1.0, member, delta=0.0, claimed_epsilon=None, attack="x")
     assert nonprivate.consistent is None
+
+
+def test_the_audit_picks_the_stronger_attack_on_the_selection_half():
+    rng = np.random.default_rng(0)
+    member = rng.random(4000) < 0.5
+    useless = rng.random(4000)
+    keep = rng.random(4000) < math.exp(2.0) / (1 + math.exp(2.0))
+    leaky = np.where(keep, member, ~member).astype(float)  # 2-DP randomized response
+    both = audit_strongest(
+        {"useless": useless, "leaky": leaky}, member, delta=0.0, claimed_epsilon=None, seed=1
+    )
+    alone = audit_epsilon(leaky, member, delta=0.0, claimed_epsilon=None, attack="leaky", seed=1)
+    assert both.attack == "leaky" and both.epsilon_lower_bound == alone.epsilon_lower_bound
+    assert 1.0 < both.epsilon_lower_bound <= 2.0
+    with pytest.raises(ValueError, match="scores for"):
+        audit_strongest({"short": leaky[:10]}, member, delta=0.0, claimed_epsilon=None)

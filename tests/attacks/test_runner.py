@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from medpriv.attacks.runner import AttackPool, run_attacks, shadow_in_mask
-from medpriv.config import PrivacyConfig, TrainConfig, load_config
+from medpriv.attacks.runner import ALL_ATTACKS, ATTACKS, AttackPool, run_attacks, shadow_in_mask
+from medpriv.config import ATTACK_NAMES, PrivacyConfig, TrainConfig, load_config
 from medpriv.data.splits import split_by_unit
+from medpriv.errors import ConfigError
 from medpriv.experiment import make_splits
-from medpriv.train.base import get_trainer
+from medpriv.train.base import get_trainer, trainer_names
 from tests.conftest import make_toy_dataset
 
 
@@ -30,37 +33,54 @@ def test_attack_splits_halve_the_pool_by_unit():
     assert pool.member.sum() == len(members) and len(pool.records) == len(off.train)
 
 
-@pytest.mark.parametrize("method", ["logreg", "dp-logreg"])
-def test_every_attack_reports_for_one_shot_methods(method: str):
+def test_the_registry_holds_every_configurable_attack():
+    assert ATTACKS.names() == sorted(ATTACK_NAMES) == sorted(ALL_ATTACKS)
+    with pytest.raises(ConfigError, match="unknown attack 'nope'; valid: attribute, audit"):
+        ATTACKS.get("nope")
+
+
+@pytest.mark.parametrize("method", trainer_names())
+def test_every_registered_attack_reports_on_every_trainer(method: str):
+    """Conformance: each attack against each method gives a well-formed, JSON-ready block."""
     splits = _splits()
-    config = TrainConfig()
+    config = TrainConfig(epochs=3, hidden=(16,))
     privacy = PrivacyConfig(target_epsilon=1.0)
     trainer = get_trainer(method)
     model = trainer.fit(splits=splits, config=config, privacy=privacy, seed=0)
     block, results = run_attacks(
         model,
         splits,
-        attacks=("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute"),
+        attacks=tuple(ATTACKS.names()),
         trainer=trainer,
         config=config,
         privacy=privacy,
         n_shadow=4,
     )
-    assert set(block) == {"mia_loss", "mia_lira", "mia_rmia", "audit", "attribute"}
+    assert set(block) == set(ATTACKS.names())
+    assert json.loads(json.dumps(block)) == block
     for name in ("mia_loss", "mia_lira", "mia_rmia"):
-        assert 0.0 <= block[name]["auc"] <= 1.0 and set(block[name]["tpr_at_fpr"]) == {
-            "0.001",
-            "0.01",
-        }
+        assert 0.0 <= block[name]["auc"] <= 1.0
+        assert set(block[name]["tpr_at_fpr"]) == {"0.001", "0.01"}
         assert len(results[name].scores) == len(splits.train) + len(splits.parts["nonmember"])
     assert block["mia_lira"]["n_shadow"] == 4 and "offline" in block["mia_lira"]
     audit = block["audit"]
-    if method == "dp-logreg":
-        assert audit["claimed_epsilon"] == 1.0 and audit["consistent"] is True
-        assert audit["epsilon_lower_bound"] <= 1.0
+    if model.privacy.epsilon is not None:
+        assert audit["claimed_epsilon"] == model.privacy.epsilon and audit["consistent"] is True
+        assert audit["epsilon_lower_bound"] <= model.privacy.epsilon
     else:
         assert audit["claimed_epsilon"] is None and audit["consistent"] is None
     assert block["attribute"]["attribute"] == "group"
+
+
+def test_the_audit_uses_the_loss_attack_when_no_membership_attack_is_asked_for():
+    splits = _splits()
+    trainer = get_trainer("logreg")
+    model = trainer.fit(splits=splits, config=TrainConfig(), seed=0)
+    block, results = run_attacks(
+        model, splits, attacks=("audit",), trainer=trainer, config=TrainConfig(), privacy=None
+    )
+    assert set(block) == {"audit"} and block["audit"]["attack"] == "mia_loss"
+    assert set(results) == {"mia_loss"}
 
 
 def test_only_the_requested_attacks_run():

@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from medpriv.registry import Registry
-
 # The low false-positive rates at which TPR is reported (Carlini et al. 2022).
 LOW_FPRS = (0.001, 0.01)
 
@@ -127,6 +125,3 @@ class AttackResult:
             **self.extra,
             "roc": self.roc.thinned(),
         }
-
-
-ATTACKS: Registry[Any] = Registry("attack")

@@ -11,12 +11,13 @@ refitted one by one with their own trainer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from medpriv.attacks.audit import audit_epsilon
+from medpriv.attacks.audit import audit_strongest
 from medpriv.attacks.base import AttackInput, AttackResult
 from medpriv.attacks.mia import (
     lira_scores,
@@ -28,10 +29,11 @@ from medpriv.attacks.mia import (
 from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset, concat
 from medpriv.data.splits import Splits
+from medpriv.registry import Registry
 from medpriv.train.base import TrainedModel, Trainer
 
 ALL_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute")
-NEEDS_SHADOWS = ("mia_lira", "mia_rmia")
+MEMBERSHIP_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia")
 VECTORIZED_METHODS = ("baseline", "dp-sgd")
 Progress = Callable[[str], None]
 
@@ -142,6 +144,128 @@ def shadow_recipe(model: TrainedModel):  # -> ShadowRecipe
     )
 
 
+@dataclass
+class AttackContext:
+    """One target model under attack: what every registered attack may use, computed once."""
+
+    model: TrainedModel
+    splits: Splits
+    pool: AttackPool
+    trainer: Trainer
+    config: TrainConfig
+    privacy: PrivacyConfig | None
+    requested: tuple[str, ...]
+    n_shadow: int
+    seed: int
+    say: Progress
+    results: dict[str, AttackResult] = field(default_factory=dict)
+    _shadows: ShadowOutputs | None = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.pool.records.labels
+
+    @cached_property
+    def target_margin(self) -> np.ndarray:
+        return self.model.margin(self.pool.records)
+
+    def shadows(self) -> ShadowOutputs:
+        """K shadow models' margins on the pool and the population (trained on first use)."""
+        if self._shadows is None:
+            self.say(f"training {self.n_shadow} shadow models")
+            self._shadows = train_shadow_outputs(
+                self.model,
+                self.pool,
+                self.splits,
+                trainer=self.trainer,
+                config=self.config,
+                privacy=self.privacy,
+                k=self.n_shadow,
+                seed=self.seed + 10_000,
+            )
+        return self._shadows
+
+    def membership(self, name: str, scores: np.ndarray, **extra: Any) -> AttackResult:
+        """Record a membership attack's per-record scores; its results.json block follows."""
+        result = AttackResult.from_input(name, AttackInput(scores, self.pool.member), **extra)
+        self.results[name] = result
+        return result
+
+
+AttackFn = Callable[[AttackContext], "dict[str, Any] | None"]
+ATTACKS: Registry[AttackFn] = Registry("attack")
+
+
+@ATTACKS.register("mia_loss")
+def _mia_loss(ctx: AttackContext) -> dict[str, Any]:
+    return ctx.membership("mia_loss", loss_scores(ctx.target_margin, ctx.labels)).to_dict()
+
+
+@ATTACKS.register("mia_lira")
+def _mia_lira(ctx: AttackContext) -> dict[str, Any]:
+    shadows = ctx.shadows()
+    statistic = logit_confidence(ctx.target_margin, ctx.labels)
+    shadow_statistic = logit_confidence(shadows.pool, ctx.labels[None, :])
+    offline = AttackResult.from_input(
+        "mia_lira_offline",
+        AttackInput(
+            lira_scores(statistic, shadow_statistic, shadows.in_mask, online=False),
+            ctx.pool.member,
+        ),
+    )
+    return ctx.membership(
+        "mia_lira",
+        lira_scores(statistic, shadow_statistic, shadows.in_mask),
+        n_shadow=ctx.n_shadow,
+        variant="online, fixed variance",
+        offline={"auc": offline.auc, "tpr_at_fpr": offline.tpr_at_fpr()},
+    ).to_dict()
+
+
+@ATTACKS.register("mia_rmia")
+def _mia_rmia(ctx: AttackContext) -> dict[str, Any]:
+    shadows, population = ctx.shadows(), ctx.pool.population
+    scores = rmia_scores(
+        true_label_probability(ctx.target_margin, ctx.labels),
+        true_label_probability(shadows.pool, ctx.labels[None, :]),
+        true_label_probability(ctx.model.margin(population), population.labels),
+        true_label_probability(shadows.population, population.labels[None, :]),
+    )
+    return ctx.membership(
+        "mia_rmia", scores, n_shadow=ctx.n_shadow, n_population=len(population)
+    ).to_dict()
+
+
+@ATTACKS.register("audit")
+def _audit(ctx: AttackContext) -> dict[str, Any]:
+    """ε lower bound from the strongest of the membership attacks run (the loss attack when
+    none was asked for); the attack is chosen on one half of the pool, counted on the other."""
+    if not any(name in ctx.results for name in MEMBERSHIP_ATTACKS):
+        ATTACKS.get("mia_loss")(ctx)
+    return audit_strongest(
+        {name: r.scores for name, r in ctx.results.items() if name in MEMBERSHIP_ATTACKS},
+        ctx.pool.member,
+        delta=ctx.model.privacy.delta or 0.0,
+        claimed_epsilon=ctx.model.privacy.epsilon,
+        seed=ctx.seed,
+    ).to_dict()
+
+
+@ATTACKS.register("attribute")
+def _attribute(ctx: AttackContext) -> dict[str, Any] | None:
+    """None (left out) when the dataset has no usable sensitive column."""
+    from medpriv.attacks.attribute import attribute_inference
+
+    found = attribute_inference(
+        ctx.model,
+        members=ctx.splits.train,
+        nonmembers=ctx.splits.parts["nonmember"],
+        reference=ctx.splits.val,
+        seed=ctx.seed,
+    )
+    return None if found is None else found.to_dict()
+
+
 def run_attacks(
     model: TrainedModel,
     splits: Splits,
@@ -154,84 +278,28 @@ def run_attacks(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, AttackResult]]:
-    """(results.json `attacks` block, AttackResults with per-record scores) for one model."""
-    say = progress or (lambda _: None)
-    pool = AttackPool.from_splits(splits)
-    labels = pool.records.labels
-    target_margin = model.margin(pool.records)
-    results: dict[str, AttackResult] = {}
-    if "mia_loss" in attacks or "audit" in attacks:
-        results["mia_loss"] = AttackResult.from_input(
-            "mia_loss",
-            AttackInput(loss_scores(target_margin, labels), pool.member, labels),
-        )
-    if any(a in attacks for a in NEEDS_SHADOWS):
-        say(f"training {n_shadow} shadow models")
-        shadows = train_shadow_outputs(
-            model,
-            pool,
-            splits,
-            trainer=trainer,
-            config=config,
-            privacy=privacy,
-            k=n_shadow,
-            seed=seed + 10_000,
-        )
-        statistic = logit_confidence(target_margin, labels)
-        shadow_statistic = logit_confidence(shadows.pool, labels[None, :])
-        if "mia_lira" in attacks:
-            offline = AttackResult.from_input(
-                "mia_lira_offline",
-                AttackInput(
-                    lira_scores(statistic, shadow_statistic, shadows.in_mask, online=False),
-                    pool.member,
-                ),
-            )
-            results["mia_lira"] = AttackResult.from_input(
-                "mia_lira",
-                AttackInput(lira_scores(statistic, shadow_statistic, shadows.in_mask), pool.member),
-                n_shadow=n_shadow,
-                variant="online, fixed variance",
-                offline={"auc": offline.auc, "tpr_at_fpr": offline.tpr_at_fpr()},
-            )
-        if "mia_rmia" in attacks:
-            population_labels = pool.population.labels
-            results["mia_rmia"] = AttackResult.from_input(
-                "mia_rmia",
-                AttackInput(
-                    rmia_scores(
-                        true_label_probability(target_margin, labels),
-                        true_label_probability(shadows.pool, labels[None, :]),
-                        true_label_probability(model.margin(pool.population), population_labels),
-                        true_label_probability(shadows.population, population_labels[None, :]),
-                    ),
-                    pool.member,
-                ),
-                n_shadow=n_shadow,
-                n_population=len(pool.population),
-            )
-    block = {name: r.to_dict() for name, r in results.items() if name in attacks}
-    if "audit" in attacks:
-        strongest = "mia_lira" if "mia_lira" in results else "mia_loss"
-        claimed = model.privacy.epsilon
-        block["audit"] = audit_epsilon(
-            results[strongest].scores,
-            results[strongest].member,
-            delta=model.privacy.delta or 0.0,
-            claimed_epsilon=claimed,
-            attack=strongest,
-            seed=seed,
-        ).to_dict()
-    if "attribute" in attacks:
-        from medpriv.attacks.attribute import attribute_inference
+    """(results.json `attacks` block, AttackResults with per-record scores) for one model.
 
-        found = attribute_inference(
-            model,
-            members=splits.train,
-            nonmembers=splits.parts["nonmember"],
-            reference=splits.val,
-            seed=seed,
-        )
+    Attacks run in registry order (membership attacks before the audit that reuses their
+    scores); one that does not apply to this model or dataset is left out of the block.
+    """
+    functions = [(name, ATTACKS.get(name)) for name in attacks]  # unknown names fail here
+    ctx = AttackContext(
+        model=model,
+        splits=splits,
+        pool=AttackPool.from_splits(splits),
+        trainer=trainer,
+        config=config,
+        privacy=privacy,
+        requested=tuple(attacks),
+        n_shadow=n_shadow,
+        seed=seed,
+        say=progress or (lambda _: None),
+    )
+    order = {name: i for i, name in enumerate(ALL_ATTACKS)}
+    block: dict[str, dict[str, Any]] = {}
+    for name, attack in sorted(functions, key=lambda item: order.get(item[0], len(order))):
+        found = attack(ctx)
         if found is not None:
-            block["attribute"] = found.to_dict()
-    return block, results
+            block[name] = found
+    return block, dict(ctx.results)

@@ -87,11 +87,20 @@ class Trainer(Protocol):
 TRAINERS: Registry[type] = Registry("method")
 
 
-def get_trainer(name: str) -> Trainer:
-    """A new trainer instance for a registered method name."""
+def _load_builtin_trainers() -> None:
     import medpriv.train.baseline
     import medpriv.train.dp
     import medpriv.train.dp_logreg
     import medpriv.train.logreg  # noqa: F401
 
+
+def trainer_names() -> list[str]:
+    """Every registered method name, the built-in trainers included."""
+    _load_builtin_trainers()
+    return TRAINERS.names()
+
+
+def get_trainer(name: str) -> Trainer:
+    """A new trainer instance for a registered method name."""
+    _load_builtin_trainers()
     return TRAINERS.get(name)()
