@@ -173,6 +173,25 @@ def run(
         str | None,
         typer.Option(help="several records per unit: one-per-unit (default) or group"),
     ] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option(help="federated clients: site (default), iid:K or dirichlet:K:ALPHA"),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="federated rounds (default 20)")] = None,
+    fraction: Annotated[
+        float | None, typer.Option(help="fraction of clients per round (default 1)")
+    ] = None,
+    min_clients: Annotated[
+        int | None, typer.Option(help="fewest usable updates to aggregate a round (default 2)")
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="fedavg (default), fedprox or fedadam")
+    ] = None,
+    proximal_mu: Annotated[float | None, typer.Option(help="FedProx μ (default 0.01)")] = None,
+    server_lr: Annotated[float | None, typer.Option(help="FedAdam η (default 0.01)")] = None,
+    min_client_size: Annotated[
+        int | None, typer.Option(help="merge or drop clients below this many records")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train and evaluate every method; write results.json and report.html."""
@@ -228,6 +247,16 @@ def run(
             "dropout": dropout,
             "calibrate": calibrate,
             "hidden": _int_list(hidden, "--hidden"),
+        },
+        "federated": {
+            "partition": partition,
+            "rounds": rounds,
+            "fraction": fraction,
+            "min_clients": min_clients,
+            "strategy": strategy,
+            "proximal_mu": proximal_mu,
+            "server_lr": server_lr,
+            "min_client_size": min_client_size,
         },
     }
     resolved: ExperimentConfig = load_config(config, overrides)

@@ -10,6 +10,7 @@ from typing import Any
 
 import tomllib
 
+from medpriv.data.partition import PartitionSpec
 from medpriv.errors import ConfigError
 
 
@@ -148,6 +149,66 @@ class PrivacyConfig:
     data_norm: float | None = None
 
 
+FL_STRATEGIES = ("fedavg", "fedprox", "fedadam")
+FL_ENGINES = ("inprocess",)
+# Local training of federated clients: plain SGD with momentum, a fresh optimizer each round.
+FEDAVG_RECIPE: dict[str, Any] = {
+    "epochs": 1,  # local epochs per round
+    "batch_size": 64,
+    "lr": 0.05,
+    "optimizer": "sgd",
+    "dropout": 0.0,
+    "calibrate": False,
+    "patience": 1,  # unused: federated runs keep the last round
+}
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    """Federated learning: how the training set becomes clients, and the rounds.
+
+    `partition`: `site` (one client per site), `iid:K` or `dirichlet:K:ALPHA`. Each round,
+    max(`min_clients`, ⌈`fraction`·N⌉) clients train `train.epochs` local epochs (the federated
+    recipe's default is 1) and the server aggregates with `strategy`; a round with fewer than
+    `min_clients` usable updates keeps the previous global model. `proximal_mu` is FedProx's μ,
+    `server_lr` FedAdam's η. Clients below `min_client_size` records are merged or dropped.
+    """
+
+    partition: str = "site"
+    rounds: int = 20
+    fraction: float = 1.0
+    min_clients: int = 2
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_lr: float = 0.01
+    min_client_size: int = 20
+    engine: str = "inprocess"
+
+
+def federated_problems(f: FederatedConfig) -> list[str]:
+    """Range checks of the [federated] section."""
+    problems = []
+    if f.rounds < 1:
+        problems.append("federated.rounds must be >= 1")
+    if not 0 < f.fraction <= 1:
+        problems.append("federated.fraction must be in (0, 1]")
+    if f.min_clients < 1:
+        problems.append("federated.min_clients must be >= 1")
+    if f.strategy not in FL_STRATEGIES:
+        problems.append(f"federated.strategy must be one of {', '.join(FL_STRATEGIES)}")
+    if f.engine not in FL_ENGINES:
+        problems.append(f"federated.engine must be one of {', '.join(FL_ENGINES)}")
+    if f.proximal_mu < 0 or f.server_lr <= 0:
+        problems.append("federated.proximal_mu must be >= 0 and federated.server_lr > 0")
+    if f.min_client_size < 1:
+        problems.append("federated.min_client_size must be >= 1")
+    try:
+        PartitionSpec.parse(f.partition)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -155,6 +216,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
 
     def validate(self) -> ExperimentConfig:
         """Check value ranges, gathering every problem into one error."""
@@ -193,6 +255,7 @@ class ExperimentConfig:
         if self.data.window_hours not in (24, 48):
             problems.append("data.window_hours must be 24 or 48")
         problems += privacy_problems(self.privacy, self.run.epsilons)
+        problems += federated_problems(self.federated)
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -207,6 +270,7 @@ SECTION_TYPES = {
     "train": TrainConfig,
     "privacy": PrivacyConfig,
     "run": RunConfig,
+    "federated": FederatedConfig,
 }
 
 

@@ -35,3 +35,7 @@ def raise_all(problems: list[str], error: type[MedprivError] = MedprivError) -> 
 
 class PrivacyError(MedprivError):
     """A privacy guarantee cannot be stated: wrong δ, non-Poisson sampling, budget exceeded."""
+
+
+class ProtocolError(MedprivError):
+    """A message between federated or split-learning parties is malformed or out of order."""

@@ -115,6 +115,14 @@ def evaluate(
     return utility, curves(splits.test.labels, prob)
 
 
+def planned_epochs(trainer: Any, config: ExperimentConfig) -> int:
+    """What a run's progress bar counts: the trainer's own plan (e.g. federated rounds), else the
+    resolved epochs; one-shot fits count 1."""
+    if hasattr(trainer, "planned_epochs"):
+        return int(trainer.planned_epochs(config.train))
+    return config.train.resolved(getattr(trainer, "recipe", {})).epochs or 1
+
+
 def run_experiment(
     config: ExperimentConfig,
     *,
@@ -125,7 +133,9 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run every method for every seed; results.json is rewritten after each run."""
     notify = listener or (lambda event, info: None)
-    trainers = {m: get_trainer(m) for m in config.run.methods}  # unknown names fail here
+    trainers = {  # unknown names fail here
+        m: get_trainer(m, federated=config.federated) for m in config.run.methods
+    }
     if dataset is None:
         notify("loading", {"spec": config.data.spec})
         dataset = load_dataset(config.data)
@@ -146,8 +156,7 @@ def run_experiment(
         if seed not in splits_by_seed:  # runs are ordered by seed: keep one split set alive
             splits_by_seed = {seed: make_splits(dataset, config, seed)}
         splits = splits_by_seed[seed]
-        recipe = getattr(trainers[spec.method], "recipe", {})  # one-shot fits have no epochs
-        notify("run_start", {"name": name, "epochs": config.train.resolved(recipe).epochs or 1})
+        notify("run_start", {"name": name, "epochs": planned_epochs(trainers[spec.method], config)})
         model = trainers[spec.method].fit(
             splits=splits,
             config=config.train,

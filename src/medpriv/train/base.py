@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ def _load_builtin_trainers() -> None:
     import medpriv.train.baseline
     import medpriv.train.dp
     import medpriv.train.dp_logreg
+    import medpriv.train.federated.trainer
     import medpriv.train.logreg  # noqa: F401
 
 
@@ -100,7 +102,10 @@ def trainer_names() -> list[str]:
     return TRAINERS.names()
 
 
-def get_trainer(name: str) -> Trainer:
-    """A new trainer instance for a registered method name."""
+def get_trainer(name: str, **options: Any) -> Trainer:
+    """A new trainer instance for a registered method name. `options` (e.g. `federated=`) go
+    to the trainers whose constructor takes them; the others ignore them."""
     _load_builtin_trainers()
-    return TRAINERS.get(name)()
+    cls = TRAINERS.get(name)
+    accepted = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted})

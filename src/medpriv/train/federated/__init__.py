@@ -1,0 +1,2 @@
+"""Federated learning: client training and aggregation shared by the in-process and Flower
+engines."""

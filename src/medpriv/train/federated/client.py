@@ -1,0 +1,155 @@
+"""What one client (hospital) does in a round: train the global model on its own rows.
+
+Shared verbatim by the in-process engine and the Flower ClientApp, so both give the same
+weights for the same seeds. All randomness (batch order, dropout) comes from `seed`, which the
+server derives from (run seed, round, client name) with `client_seed`; torch's global RNG is
+left as it was.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from medpriv.errors import ProtocolError
+from medpriv.models import MLP
+from medpriv.train.federated.weights import Weights, get_weights, set_weights
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class LocalRecipe:
+    """How a client trains in one round (a fresh optimizer each round, as in FedAvg)."""
+
+    hidden: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    proximal_mu: float = 0.0  # FedProx: + mu/2 ||w - w_global||² on every step
+
+    def to_config(self) -> dict[str, int | float | str]:
+        """Flat scalars (hidden as "128,64"), as a Flower ConfigRecord holds them."""
+        values = asdict(self)
+        values["hidden"] = ",".join(str(h) for h in self.hidden)
+        return values
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any]) -> LocalRecipe:
+        """The inverse of to_config; missing or ill-typed values are a ProtocolError."""
+        try:
+            recipe = cls(
+                hidden=tuple(int(h) for h in str(values["hidden"]).split(",") if h),
+                epochs=int(values["epochs"]),
+                batch_size=int(values["batch_size"]),
+                lr=float(values["lr"]),
+                optimizer=str(values["optimizer"]),
+                momentum=float(values["momentum"]),
+                weight_decay=float(values["weight_decay"]),
+                dropout=float(values["dropout"]),
+                proximal_mu=float(values["proximal_mu"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed local training recipe: {exc!r}") from None
+        problems = recipe.problems()
+        if problems:
+            raise ProtocolError("invalid local training recipe: " + "; ".join(problems))
+        return recipe
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.hidden or min(self.hidden) < 1:
+            found.append("hidden widths must be positive")
+        if self.epochs < 1 or self.batch_size < 1:
+            found.append("epochs and batch_size must be >= 1")
+        if not self.lr > 0:
+            found.append("lr must be > 0")
+        if self.optimizer not in OPTIMIZERS:
+            found.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if not 0 <= self.dropout < 1 or self.proximal_mu < 0:
+            found.append("dropout must be in [0, 1) and proximal_mu >= 0")
+        return found
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """A client's reply: its new weights, how many examples it trained on, its mean loss."""
+
+    weights: Weights
+    n_examples: int
+    train_loss: float
+    steps: int
+
+
+def client_seed(seed: int, round_number: int, client: str) -> int:
+    """A stable per-(run, round, client) seed (crc32, not Python's salted hash)."""
+    return zlib.crc32(f"{seed}:{round_number}:{client}".encode())
+
+
+def train_client(
+    global_weights: Weights,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    recipe: LocalRecipe,
+    seed: int,
+) -> ClientUpdate:
+    """Start from the global weights; `recipe.epochs` passes over the client's rows in shuffled
+    mini-batches of mean cross-entropy (plus the FedProx term); return the new weights."""
+    if len(x) == 0:
+        raise ValueError("a client needs at least one training row")
+    features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = MLP(features.shape[1], recipe.hidden, dropout=recipe.dropout)
+        set_weights(network, global_weights)
+        anchor = [p.detach().clone() for p in network.parameters()]
+        optimizer = _optimizer(network, recipe)
+        generator = torch.Generator().manual_seed(seed)
+        network.train()
+        loss_sum, steps = 0.0, 0
+        for _ in range(recipe.epochs):
+            order = torch.randperm(len(features), generator=generator)
+            for start in range(0, len(order), recipe.batch_size):
+                idx = order[start : start + recipe.batch_size]
+                loss = F.cross_entropy(network(features[idx]), labels[idx])
+                loss_sum += float(loss.detach())
+                if recipe.proximal_mu > 0:
+                    drift = sum(
+                        (p - a).square().sum()
+                        for p, a in zip(network.parameters(), anchor, strict=True)
+                    )
+                    loss = loss + 0.5 * recipe.proximal_mu * drift
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+    return ClientUpdate(
+        weights=get_weights(network),
+        n_examples=len(features),
+        train_loss=loss_sum / max(steps, 1),
+        steps=steps,
+    )
+
+
+def _optimizer(network: MLP, recipe: LocalRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(
+            network.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
+        )
+    return torch.optim.SGD(
+        network.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )

@@ -1,0 +1,210 @@
+"""`fedavg`: hospitals train an MLP together; the server only ever sees model weights.
+
+The training split is partitioned into clients by privacy unit (`--partition`). The coordinator
+holds the validation patients: preprocessing is fitted on them and shipped to the clients (no
+client row leaves its site), and the global model is validated on them after every round. The
+model kept is the round's global model with the best validation AUROC (ties: lower loss), as the
+baseline keeps its best epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medpriv.config import FEDAVG_RECIPE, FederatedConfig, PrivacyConfig, TrainConfig
+from medpriv.data.partition import partition
+from medpriv.data.splits import Splits
+from medpriv.errors import CheckpointError
+from medpriv.models import MLP
+from medpriv.privacy.accounting import PrivacySpent
+from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.baseline import finish_scorer, prepare
+from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
+from medpriv.train.federated.client import LocalRecipe
+from medpriv.train.federated.engine import run_rounds
+from medpriv.train.federated.strategy import make_strategy
+from medpriv.train.federated.weights import Weights, get_weights, set_weights
+from medpriv.train.loop import EpochCallback
+
+
+@TRAINERS.register("fedavg")
+class FedAvgTrainer:
+    """Federated averaging (or FedProx / FedAdam, by `federated.strategy`) over the clients."""
+
+    method = "fedavg"
+    recipe = FEDAVG_RECIPE
+
+    def __init__(self, federated: FederatedConfig | None = None) -> None:
+        self.federated = federated or FederatedConfig()
+
+    def planned_epochs(self, config: TrainConfig) -> int:
+        """What the progress bar counts: rounds."""
+        return self.federated.rounds
+
+    def fit(
+        self,
+        *,
+        splits: Splits,
+        config: TrainConfig,
+        privacy: PrivacyConfig | None = None,
+        seed: int = 0,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> TrainedModel:
+        start = time.perf_counter()
+        fed, config = self.federated, config.resolved(self.recipe)
+        pre, data = prepare(splits, fit_on="val")
+        parts = partition(splits.train, fed.partition, seed=seed, min_size=fed.min_client_size)
+        x_train, y_train = data.x_train.numpy(), data.y_train.numpy()
+        clients = {name: (x_train[rows], y_train[rows]) for name, rows in parts.clients.items()}
+        recipe = LocalRecipe(
+            hidden=tuple(config.hidden),
+            epochs=int(config.epochs),
+            batch_size=int(config.batch_size),
+            lr=float(config.lr),
+            optimizer=str(config.optimizer),
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            dropout=float(config.dropout),
+            proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0,
+        )
+        strategy = make_strategy(fed.strategy, server_lr=fed.server_lr)
+        meta = {
+            "method": self.method,
+            "seed": seed,
+            "features": pre.feature_names_,
+            "preprocessor": pre.state_dict(),
+            "clients": parts.sizes(),
+            "recipe": recipe.to_config(),
+            "strategy": fed.strategy,
+            "server_lr": fed.server_lr,
+            "fraction": fed.fraction,
+            "min_clients": fed.min_clients,
+        }
+        weights, history, done = _initial(data.x_train.shape[1], config, seed, data.y_val)
+        best = weights
+        if resume and checkpoint is not None and Path(checkpoint).exists():
+            weights, best, history, done = _restore(Path(checkpoint), meta, strategy)
+
+        def after_round(round_number: int, new: Weights, record: dict[str, Any]) -> None:
+            nonlocal best
+            record = {"epoch": round_number, **record}
+            if _best_round(history) is None or _better(record, history[_best_round(history)]):
+                best = new
+            history.append(record)
+            if checkpoint is not None:
+                _save(Path(checkpoint), new, best, history, strategy, meta)
+            if on_epoch is not None:
+                on_epoch(round_number, record)
+
+        weights = run_rounds(
+            clients,
+            weights,
+            recipe=recipe,
+            strategy=strategy,
+            rounds=fed.rounds,
+            fraction=fed.fraction,
+            min_clients=fed.min_clients,
+            seed=seed,
+            validation=(data.x_val.numpy(), data.y_val.numpy()),
+            start_round=done + 1,
+            on_round=after_round,
+        )
+        network = MLP(data.x_train.shape[1], recipe.hidden)
+        set_weights(network, best)
+        best_round = _best_round(history)
+        scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
+        rounds_run = len(history)
+        return TrainedModel(
+            method=self.method,
+            preprocessor=pre,
+            scorer=scorer,
+            history=history,
+            privacy=PrivacySpent(unit=splits.train.unit_name, sampling="shuffle"),
+            cost=Cost(
+                train_seconds=time.perf_counter() - start,
+                bytes_communicated=int(sum(r["bytes_up"] + r["bytes_down"] for r in history)),
+            ),
+            params={
+                "hidden": list(recipe.hidden),
+                "dropout": recipe.dropout,
+                "optimizer": recipe.optimizer,
+                "momentum": recipe.momentum,
+                "weight_decay": recipe.weight_decay,
+                "lr": recipe.lr,
+                "batch_size": recipe.batch_size,
+                "local_epochs": recipe.epochs,
+                "epochs_run": rounds_run,
+                "best_epoch": None if best_round is None else history[best_round]["round"],
+                "rounds": fed.rounds,
+                "strategy": fed.strategy,
+                "proximal_mu": recipe.proximal_mu,
+                "server_lr": fed.server_lr if fed.strategy == "fedadam" else None,
+                "fraction": fed.fraction,
+                "min_clients": fed.min_clients,
+                "engine": fed.engine,
+                "partition": fed.partition,
+                "clients": parts.sizes(),
+                "partition_notes": list(parts.notes),
+                "preprocessing": "fitted on the coordinator's validation patients",
+                "calibration": calibration,
+            },
+        )
+
+
+def _initial(
+    in_features: int, config: TrainConfig, seed: int, y_val: torch.Tensor
+) -> tuple[Weights, list[dict], int]:
+    """Seeded initial global weights, output bias at the validation prior; no rounds done."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = MLP(in_features, config.hidden)
+    network.start_at_prior(float(y_val.float().mean()))
+    return get_weights(network), [], 0
+
+
+def _better(record: dict, than: dict) -> bool:
+    """Higher validation AUROC; equal AUROC and lower validation loss."""
+    key = (record["val_auroc"], -record["val_loss"])
+    return key > (than["val_auroc"], -than["val_loss"])
+
+
+def _best_round(history: list[dict]) -> int | None:
+    """Index of the best round so far (the first of equals), None before any round."""
+    best = None
+    for i, record in enumerate(history):
+        if best is None or _better(record, history[best]):
+            best = i
+    return best
+
+
+def _save(
+    path: Path, weights: Weights, best: Weights, history: list, strategy: Any, meta: dict
+) -> None:
+    state = {f"w{i}": torch.from_numpy(w) for i, w in enumerate(weights)}
+    state.update({f"b{i}": torch.from_numpy(w) for i, w in enumerate(best)})
+    state.update({f"s_{k}": torch.from_numpy(np.asarray(v)) for k, v in strategy.state().items()})
+    save_checkpoint(path, state=state, meta={**meta, "history": history})
+
+
+def _restore(path: Path, meta: dict, strategy: Any) -> tuple[Weights, Weights, list[dict], int]:
+    state, saved = load_checkpoint(path)
+    history = saved.pop("history", [])
+    saved.pop("format", None)
+    changed = sorted(k for k in set(meta) | set(saved) if meta.get(k) != saved.get(k))
+    if changed:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different federated run (differs in "
+            f"{', '.join(changed)}); start fresh without --resume"
+        )
+    n = len([k for k in state if k.startswith("w")])
+    weights = [state[f"w{i}"].numpy() for i in range(n)]
+    best = [state[f"b{i}"].numpy() for i in range(n)]
+    strategy.load_state({k[2:]: v.numpy() for k, v in state.items() if k.startswith("s_")})
+    return weights, best, history, len(history)
