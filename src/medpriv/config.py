@@ -162,6 +162,11 @@ FEDAVG_RECIPE: dict[str, Any] = {
     "patience": 1,  # unused: federated runs keep the last round
 }
 
+# DP-SGD inside each client (fedavg-dp): as DP_RECIPE, smaller expected batches (clients are small).
+FEDAVG_DP_RECIPE: dict[str, Any] = {**FEDAVG_RECIPE, "batch_size": 128, "calibrate": True}
+# Client-level DP (fedavg-cdp): plain local training; the server's noise needs calibration after.
+FEDAVG_CDP_RECIPE: dict[str, Any] = {**FEDAVG_RECIPE, "calibrate": True}
+
 
 @dataclass(frozen=True)
 class FederatedConfig:

@@ -64,7 +64,9 @@ def test_dirichlet_partition_skews_labels_and_drops_tiny_clients():
     assert len(few.clients) < 20 and "clients below 50 records dropped" in few.notes[0]
 
 
-@pytest.mark.parametrize("text", ["iid", "dirichlet:3", "sites", "iid:0", "dirichlet:3:-1", "iid:x"])
+@pytest.mark.parametrize(
+    "text", ["iid", "dirichlet:3", "sites", "iid:0", "dirichlet:3:-1", "iid:x"]
+)
 def test_bad_partition_specs_name_the_valid_forms(text: str):
     with pytest.raises(ConfigError, match="'site', 'iid:K' or 'dirichlet:K:ALPHA'"):
         PartitionSpec.parse(text)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import FederatedConfig, PrivacyConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
 from medpriv.metrics import auroc
 from medpriv.train.base import TrainedModel, get_trainer, trainer_names
@@ -13,7 +13,8 @@ from tests.conftest import make_toy_dataset
 @pytest.mark.parametrize("method", trainer_names())
 def test_trainer_contract(method: str):
     splits = split_by_unit(make_toy_dataset(800), seed=0)
-    trainer = get_trainer(method)
+    # Federated methods: 20 clients (client-level DP needs many), few rounds; others ignore it.
+    trainer = get_trainer(method, federated=FederatedConfig(partition="iid:20", rounds=8))
     private = getattr(trainer, "private", False)
     model = trainer.fit(
         splits=splits,

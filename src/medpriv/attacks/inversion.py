@@ -263,19 +263,29 @@ def _labels_from_bias(
     seed: int,
     n: int,
 ) -> np.ndarray:
-    if batch_size == 1:  # only the true class has p − 1 < 0
-        return np.array([int(bias_grad.argmin())], dtype=np.int64)
     prior = prior or FeaturePrior.standard(layout)
     generator = torch.Generator().manual_seed(seed)
     with _eval(network), torch.no_grad():
         x = prior.sample(layout, n, generator)
         p_bar = F.softmax(functional_call(network, _params(network), (x,)), dim=1).mean(0)
-    raw = (batch_size * (p_bar - bias_grad)).clamp_min(0).numpy()
-    total = raw.sum()
-    raw = raw * batch_size / total if total > 0 else np.full(len(raw), batch_size / len(raw))
+    g, b = bias_grad.numpy(), batch_size
+    # count_k = Σ_i p_ik − B·g_k with Σ_i p_ik ∈ (0, B): a class with a negative entry is present
+    # (iDLG; exact for B = 1). Where float32 saturates p to 0 or 1 the open interval may be
+    # empty; then the closed one, and with noisy gradients no bound at all.
+    for lower, upper in (
+        (np.floor(-b * g) + 1, np.ceil(b * (1 - g)) - 1),
+        (np.ceil(-b * g), np.floor(b * (1 - g))),
+        (np.zeros_like(g), np.full_like(g, b)),
+    ):
+        lower, upper = np.clip(lower, 0, b).astype(int), np.clip(upper, 0, b).astype(int)
+        if (lower <= upper).all() and lower.sum() <= b <= upper.sum():
+            break
+    raw = np.clip(b * (p_bar.numpy() - g), lower, upper)
     counts = np.floor(raw).astype(int)
-    for k in np.argsort(-(raw - counts), kind="stable")[: batch_size - counts.sum()]:
-        counts[k] += 1  # largest remainder
+    while counts.sum() != b:  # largest remainder, within the bounds
+        step = 1 if counts.sum() < b else -1
+        room = counts < upper if step > 0 else counts > lower
+        counts[int(np.argmax(np.where(room, step * (raw - counts), -np.inf)))] += step
     return np.repeat(np.arange(len(counts)), counts).astype(np.int64)
 
 

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from medpriv.errors import ProtocolError
 from medpriv.models import MLP
+from medpriv.train.dp_fast import clipped_grad_sum
 from medpriv.train.federated.weights import Weights, get_weights, set_weights
 
 OPTIMIZERS = ("sgd", "adam")
@@ -36,11 +37,26 @@ class LocalRecipe:
     weight_decay: float = 0.0
     dropout: float = 0.0
     proximal_mu: float = 0.0  # FedProx: + mu/2 ||w - w_global||² on every step
+    # Sample-level DP (fedavg-dp): DP-SGD on the client, Poisson sampling with rate
+    # min(1, batch_size / n) for round(1/q) steps per local epoch, per-sample clipping, noise.
+    noise_multiplier: float | None = None
+    max_grad_norm: float | None = None
+
+    @property
+    def private(self) -> bool:
+        return self.noise_multiplier is not None
+
+    def sampling(self, n_examples: int) -> tuple[float, int]:
+        """DP: (Poisson rate q, steps per local epoch) for a client with n examples."""
+        q = min(1.0, self.batch_size / n_examples)
+        return q, max(1, round(1 / q))
 
     def to_config(self) -> dict[str, int | float | str]:
         """Flat scalars (hidden as "128,64"), as a Flower ConfigRecord holds them."""
         values = asdict(self)
         values["hidden"] = ",".join(str(h) for h in self.hidden)
+        for key in ("noise_multiplier", "max_grad_norm"):  # ConfigRecord has no None
+            values[key] = -1.0 if values[key] is None else values[key]
         return values
 
     @classmethod
@@ -57,6 +73,8 @@ class LocalRecipe:
                 weight_decay=float(values["weight_decay"]),
                 dropout=float(values["dropout"]),
                 proximal_mu=float(values["proximal_mu"]),
+                noise_multiplier=_optional(values.get("noise_multiplier", -1.0)),
+                max_grad_norm=_optional(values.get("max_grad_norm", -1.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed local training recipe: {exc!r}") from None
@@ -77,17 +95,32 @@ class LocalRecipe:
             found.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if not 0 <= self.dropout < 1 or self.proximal_mu < 0:
             found.append("dropout must be in [0, 1) and proximal_mu >= 0")
+        if self.private and not (
+            self.noise_multiplier >= 0 and self.max_grad_norm is not None and self.max_grad_norm > 0
+        ):
+            found.append("DP clients need noise_multiplier >= 0 and max_grad_norm > 0")
+        if self.private and self.dropout > 0:
+            found.append("DP clients train without dropout")
         return found
+
+
+def _optional(value: Any) -> float | None:
+    """Negative stands for None in plain configs."""
+    value = float(value)
+    return None if value < 0 else value
 
 
 @dataclass(frozen=True)
 class ClientUpdate:
-    """A client's reply: its new weights, how many examples it trained on, its mean loss."""
+    """A client's reply: its new weights, how many examples it trained on, its mean loss
+    (None under DP: a loss on training batches would be released without noise), the steps
+    taken and, under DP, the Poisson rate its accountant needs."""
 
     weights: Weights
     n_examples: int
-    train_loss: float
+    train_loss: float | None
     steps: int
+    sample_rate: float | None = None
 
 
 def client_seed(seed: int, round_number: int, client: str) -> int:
@@ -104,7 +137,8 @@ def train_client(
     seed: int,
 ) -> ClientUpdate:
     """Start from the global weights; `recipe.epochs` passes over the client's rows in shuffled
-    mini-batches of mean cross-entropy (plus the FedProx term); return the new weights."""
+    mini-batches of mean cross-entropy (plus the FedProx term), or DP-SGD steps for a private
+    recipe; return the new weights."""
     if len(x) == 0:
         raise ValueError("a client needs at least one training row")
     features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -117,6 +151,8 @@ def train_client(
         optimizer = _optimizer(network, recipe)
         generator = torch.Generator().manual_seed(seed)
         network.train()
+        if recipe.private:
+            return _train_private(network, optimizer, features, labels, recipe, generator)
         loss_sum, steps = 0.0, 0
         for _ in range(recipe.epochs):
             order = torch.randperm(len(features), generator=generator)
@@ -139,6 +175,44 @@ def train_client(
         n_examples=len(features),
         train_loss=loss_sum / max(steps, 1),
         steps=steps,
+    )
+
+
+def _train_private(
+    network: MLP,
+    optimizer: torch.optim.Optimizer,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: LocalRecipe,
+    generator: torch.Generator,
+) -> ClientUpdate:
+    """DP-SGD (Abadi et al. 2016) with Poisson sampling: (Σ clipped per-sample gradients +
+    N(0, (σC)²)) / (q·n) each step. The proximal term is not used under DP."""
+    n = len(features)
+    q, per_epoch = recipe.sampling(n)
+    sigma, clip = float(recipe.noise_multiplier), float(recipe.max_grad_norm)
+    params = list(network.parameters())
+    steps = 0
+    for _ in range(recipe.epochs * per_epoch):
+        chosen = torch.nonzero(torch.rand(n, generator=generator) < q).flatten()
+        if len(chosen):
+            summed, _, _ = clipped_grad_sum(
+                network, features[chosen], labels[chosen], max_grad_norm=clip
+            )
+        else:
+            summed = [torch.zeros_like(p) for p in params]
+        with torch.no_grad():
+            for p, g in zip(params, summed, strict=True):
+                noise = torch.normal(0.0, sigma * clip, p.shape, generator=generator)
+                p.grad = (g + noise) / (q * n)
+        optimizer.step()
+        steps += 1
+    return ClientUpdate(
+        weights=get_weights(network),
+        n_examples=n,
+        train_loss=None,
+        steps=steps,
+        sample_rate=q,
     )
 
 

@@ -29,11 +29,13 @@ def run_rounds(
     validation: tuple[np.ndarray, np.ndarray],
     start_round: int = 1,
     on_round: RoundCallback | None = None,
+    poisson_clients: bool = False,
 ) -> Weights:
     """Rounds `start_round`..`rounds`; `on_round(round, weights, record)` after each one.
 
     A client whose training raises is recorded as dropped for that round (with the error) and
-    the round goes on with the others.
+    the round goes on with the others. `poisson_clients`: each client joins a round
+    independently with probability `fraction` (client-level DP accounting needs it).
     """
     x_val, y_val = validation
     for round_number in range(start_round, rounds + 1):
@@ -43,6 +45,7 @@ def run_rounds(
             min_clients=min_clients,
             seed=seed,
             round_number=round_number,
+            poisson=poisson_clients,
         )
         replies = {}
         for name in chosen:

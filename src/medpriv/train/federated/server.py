@@ -22,12 +22,22 @@ log = logging.getLogger(__name__)
 
 
 def select_clients(
-    names: Sequence[str], *, fraction: float, min_clients: int, seed: int, round_number: int
+    names: Sequence[str],
+    *,
+    fraction: float,
+    min_clients: int,
+    seed: int,
+    round_number: int,
+    poisson: bool = False,
 ) -> list[str]:
-    """max(min_clients, ⌈fraction·N⌉) clients (at most N), drawn from (seed, round) alone."""
+    """The round's clients, drawn from (seed, round) alone: max(min_clients, ⌈fraction·N⌉) of
+    them (at most N); or, with `poisson` (client-level DP), each client independently with
+    probability `fraction` (possibly none)."""
     pool = sorted(names)
-    k = min(len(pool), max(min_clients, math.ceil(fraction * len(pool))))
     rng = np.random.default_rng([seed, round_number])
+    if poisson:
+        return [name for name, u in zip(pool, rng.random(len(pool)), strict=True) if u < fraction]
+    k = min(len(pool), max(min_clients, math.ceil(fraction * len(pool))))
     return sorted(rng.choice(np.array(pool, dtype=object), size=k, replace=False).tolist())
 
 
@@ -57,7 +67,7 @@ def finish_round(
             accepted[name] = reply
     for name, reason in dropped.items():
         log.warning("round %d: client %s left out: %s", round_number, name, reason)
-    aggregated = len(accepted) >= max(1, min_clients)
+    aggregated = len(accepted) >= min_clients
     weights = (
         strategy.aggregate(global_weights, list(accepted.values()))
         if aggregated

@@ -70,7 +70,50 @@ class FedAdam:
         self._v = [np.asarray(state[f"v{i}"], dtype=np.float64) for i in range(n)]
 
 
-Strategy = FedAvg | FedAdam
+@dataclass
+class DPFedAvg:
+    """Client-level DP (DP-FedAvg, McMahan et al. 2018): each client's update Δᵢ = wᵢ − w is
+    clipped to L2 norm `clip` (over all arrays together), the clipped updates are summed, Gaussian
+    noise N(0, (σ·clip)²) is added to every coordinate, and the sum is divided by the expected
+    number of clients q·N (a fixed denominator, so one client changes the mean by at most
+    clip/(qN)). Every client counts equally. The noise is drawn from (seed, round)."""
+
+    clip: float
+    noise_multiplier: float
+    expected_clients: float
+    seed: int
+    name: str = "dp-fedavg"
+    rounds_done: int = 0
+
+    def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+        self.rounds_done += 1
+        total = [np.zeros(g.shape, dtype=np.float64) for g in global_weights]
+        for update in updates:
+            delta = [
+                np.asarray(w, np.float64) - g
+                for w, g in zip(update.weights, global_weights, strict=True)
+            ]
+            norm = float(np.sqrt(sum(np.square(d).sum() for d in delta)))
+            factor = min(1.0, self.clip / (norm + 1e-12))
+            for acc, d in zip(total, delta, strict=True):
+                acc += factor * d
+        rng = np.random.default_rng([self.seed, self.rounds_done])
+        std = self.noise_multiplier * self.clip
+        return [
+            (g + (acc + rng.normal(0.0, std, size=g.shape)) / self.expected_clients).astype(
+                np.float32
+            )
+            for g, acc in zip(global_weights, total, strict=True)
+        ]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"rounds_done": np.asarray(self.rounds_done)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.rounds_done = int(state.get("rounds_done", 0))
+
+
+Strategy = FedAvg | FedAdam | DPFedAvg
 
 
 def make_strategy(name: str, *, server_lr: float = 0.01) -> Strategy:

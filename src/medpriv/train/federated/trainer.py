@@ -9,27 +9,50 @@ baseline keeps its best epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medpriv.config import FEDAVG_RECIPE, FederatedConfig, PrivacyConfig, TrainConfig
+from medpriv.config import (
+    FEDAVG_CDP_RECIPE,
+    FEDAVG_DP_RECIPE,
+    FEDAVG_RECIPE,
+    FederatedConfig,
+    PrivacyConfig,
+    TrainConfig,
+)
 from medpriv.data.partition import partition
 from medpriv.data.splits import Splits
-from medpriv.errors import CheckpointError
+from medpriv.errors import CheckpointError, PrivacyError
 from medpriv.models import MLP
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
 from medpriv.train.baseline import finish_scorer, prepare
 from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
+from medpriv.train.dp import VALIDATION_CAVEAT, apply_unit_policy
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.engine import run_rounds
-from medpriv.train.federated.strategy import make_strategy
+from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
+from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights, get_weights, set_weights
 from medpriv.train.loop import EpochCallback
+
+
+@dataclass
+class _Plan:
+    """What differs between the federated methods: the client recipe, the aggregation, the
+    client sampling and the accountant (None for the non-private method)."""
+
+    recipe: LocalRecipe
+    strategy: Strategy
+    min_clients: int
+    poisson_clients: bool = False
+    accountant: SampleLevelAccountant | ClientLevelAccountant | None = None
 
 
 @TRAINERS.register("fedavg")
@@ -38,6 +61,7 @@ class FedAvgTrainer:
 
     method = "fedavg"
     recipe = FEDAVG_RECIPE
+    private = False
 
     def __init__(self, federated: FederatedConfig | None = None) -> None:
         self.federated = federated or FederatedConfig()
@@ -45,6 +69,21 @@ class FedAvgTrainer:
     def planned_epochs(self, config: TrainConfig) -> int:
         """What the progress bar counts: rounds."""
         return self.federated.rounds
+
+    def _plan(
+        self,
+        recipe: LocalRecipe,
+        sizes: dict[str, int],
+        *,
+        privacy: PrivacyConfig | None,
+        n_units: int,
+        unit: str,
+        seed: int,
+    ) -> _Plan:
+        fed = self.federated
+        if fed.strategy == "fedprox":
+            recipe = dataclasses.replace(recipe, proximal_mu=fed.proximal_mu)
+        return _Plan(recipe, make_strategy(fed.strategy, server_lr=fed.server_lr), fed.min_clients)
 
     def fit(
         self,
@@ -59,22 +98,39 @@ class FedAvgTrainer:
     ) -> TrainedModel:
         start = time.perf_counter()
         fed, config = self.federated, config.resolved(self.recipe)
+        caveats: list[str] = []
+        if self.private:
+            if privacy is None:
+                raise PrivacyError(f"{self.method} needs privacy settings (a target ε)")
+            if privacy.unit_policy != "one-per-unit":
+                raise PrivacyError(
+                    f"{self.method} accounts with one record per unit; use --unit-policy "
+                    "one-per-unit"
+                )
+            splits, caveats = apply_unit_policy(splits, privacy, seed)
+            caveats = [VALIDATION_CAVEAT, *caveats]
         pre, data = prepare(splits, fit_on="val")
         parts = partition(splits.train, fed.partition, seed=seed, min_size=fed.min_client_size)
         x_train, y_train = data.x_train.numpy(), data.y_train.numpy()
         clients = {name: (x_train[rows], y_train[rows]) for name, rows in parts.clients.items()}
-        recipe = LocalRecipe(
-            hidden=tuple(config.hidden),
-            epochs=int(config.epochs),
-            batch_size=int(config.batch_size),
-            lr=float(config.lr),
-            optimizer=str(config.optimizer),
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            dropout=float(config.dropout),
-            proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0,
+        plan = self._plan(
+            LocalRecipe(
+                hidden=tuple(config.hidden),
+                epochs=int(config.epochs),
+                batch_size=int(config.batch_size),
+                lr=float(config.lr),
+                optimizer=str(config.optimizer),
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+                dropout=float(config.dropout),
+            ),
+            parts.sizes(),
+            privacy=privacy,
+            n_units=splits.train.n_units,
+            unit=splits.train.unit_name,
+            seed=seed,
         )
-        strategy = make_strategy(fed.strategy, server_lr=fed.server_lr)
+        recipe, strategy, accountant = plan.recipe, plan.strategy, plan.accountant
         meta = {
             "method": self.method,
             "seed": seed,
@@ -82,19 +138,24 @@ class FedAvgTrainer:
             "preprocessor": pre.state_dict(),
             "clients": parts.sizes(),
             "recipe": recipe.to_config(),
-            "strategy": fed.strategy,
+            "strategy": strategy.name,
             "server_lr": fed.server_lr,
             "fraction": fed.fraction,
-            "min_clients": fed.min_clients,
+            "min_clients": plan.min_clients,
         }
         weights, history, done = _initial(data.x_train.shape[1], config, seed, data.y_val)
         best = weights
         if resume and checkpoint is not None and Path(checkpoint).exists():
             weights, best, history, done = _restore(Path(checkpoint), meta, strategy)
+            if accountant is not None:
+                for record in history:
+                    accountant.after_round(record)
 
         def after_round(round_number: int, new: Weights, record: dict[str, Any]) -> None:
             nonlocal best
             record = {"epoch": round_number, **record}
+            if accountant is not None:
+                record.update(accountant.after_round(record))
             if _best_round(history) is None or _better(record, history[_best_round(history)]):
                 best = new
             history.append(record)
@@ -103,59 +164,115 @@ class FedAvgTrainer:
             if on_epoch is not None:
                 on_epoch(round_number, record)
 
-        weights = run_rounds(
+        run_rounds(
             clients,
             weights,
             recipe=recipe,
             strategy=strategy,
             rounds=fed.rounds,
             fraction=fed.fraction,
-            min_clients=fed.min_clients,
+            min_clients=plan.min_clients,
             seed=seed,
             validation=(data.x_val.numpy(), data.y_val.numpy()),
             start_round=done + 1,
             on_round=after_round,
+            poisson_clients=plan.poisson_clients,
         )
         network = MLP(data.x_train.shape[1], recipe.hidden)
         set_weights(network, best)
         best_round = _best_round(history)
         scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
-        rounds_run = len(history)
+        spent = (
+            accountant.spent(caveats)
+            if accountant is not None
+            else PrivacySpent(unit=splits.train.unit_name, sampling="shuffle")
+        )
+        params = {
+            "hidden": list(recipe.hidden),
+            "dropout": recipe.dropout,
+            "optimizer": recipe.optimizer,
+            "momentum": recipe.momentum,
+            "weight_decay": recipe.weight_decay,
+            "lr": recipe.lr,
+            "batch_size": recipe.batch_size,
+            "local_epochs": recipe.epochs,
+            "epochs_run": len(history),
+            "best_epoch": None if best_round is None else history[best_round]["round"],
+            "rounds": fed.rounds,
+            "strategy": strategy.name,
+            "proximal_mu": recipe.proximal_mu,
+            "server_lr": fed.server_lr if strategy.name == "fedadam" else None,
+            "fraction": fed.fraction,
+            "client_sampling": "poisson" if plan.poisson_clients else "fixed size",
+            "min_clients": plan.min_clients,
+            "engine": fed.engine,
+            "partition": fed.partition,
+            "clients": parts.sizes(),
+            "partition_notes": list(parts.notes),
+            "preprocessing": "fitted on the coordinator's validation patients",
+            "calibration": calibration,
+        }
+        if isinstance(accountant, SampleLevelAccountant):
+            params["noise_multiplier"] = accountant.sigma
+            params["client_epsilon"] = accountant.client_epsilons()
+        elif isinstance(accountant, ClientLevelAccountant):
+            params["noise_multiplier"] = accountant.sigma
+            params["update_clip"] = privacy.max_grad_norm if privacy else None
         return TrainedModel(
             method=self.method,
             preprocessor=pre,
             scorer=scorer,
             history=history,
-            privacy=PrivacySpent(unit=splits.train.unit_name, sampling="shuffle"),
+            privacy=spent,
             cost=Cost(
                 train_seconds=time.perf_counter() - start,
                 bytes_communicated=int(sum(r["bytes_up"] + r["bytes_down"] for r in history)),
             ),
-            params={
-                "hidden": list(recipe.hidden),
-                "dropout": recipe.dropout,
-                "optimizer": recipe.optimizer,
-                "momentum": recipe.momentum,
-                "weight_decay": recipe.weight_decay,
-                "lr": recipe.lr,
-                "batch_size": recipe.batch_size,
-                "local_epochs": recipe.epochs,
-                "epochs_run": rounds_run,
-                "best_epoch": None if best_round is None else history[best_round]["round"],
-                "rounds": fed.rounds,
-                "strategy": fed.strategy,
-                "proximal_mu": recipe.proximal_mu,
-                "server_lr": fed.server_lr if fed.strategy == "fedadam" else None,
-                "fraction": fed.fraction,
-                "min_clients": fed.min_clients,
-                "engine": fed.engine,
-                "partition": fed.partition,
-                "clients": parts.sizes(),
-                "partition_notes": list(parts.notes),
-                "preprocessing": "fitted on the coordinator's validation patients",
-                "calibration": calibration,
-            },
+            params=params,
         )
+
+
+@TRAINERS.register("fedavg-dp")
+class FedAvgDPTrainer(FedAvgTrainer):
+    """Sample-level DP: DP-SGD inside every client (σ for the target ε), unit = patient."""
+
+    method = "fedavg-dp"
+    recipe = FEDAVG_DP_RECIPE
+    private = True
+
+    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed):  # type: ignore[override]
+        accountant = SampleLevelAccountant(
+            sizes=sizes,
+            recipe=recipe,
+            rounds=self.federated.rounds,
+            privacy=privacy,
+            n_units=n_units,
+            unit=unit,
+        )
+        strategy = make_strategy("fedavg")
+        return _Plan(
+            accountant.private_recipe(), strategy, self.federated.min_clients, False, accountant
+        )
+
+
+@TRAINERS.register("fedavg-cdp")
+class FedAvgCDPTrainer(FedAvgTrainer):
+    """Client-level DP (DP-FedAvg): clipped updates, Gaussian noise at the server, clients
+    sampled by Poisson with rate `federated.fraction`; unit = site."""
+
+    method = "fedavg-cdp"
+    recipe = FEDAVG_CDP_RECIPE
+    private = True
+
+    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed):  # type: ignore[override]
+        accountant = ClientLevelAccountant(
+            n_clients=len(sizes),
+            sample_rate=self.federated.fraction,
+            rounds=self.federated.rounds,
+            privacy=privacy,
+            seed=seed,
+        )
+        return _Plan(recipe, accountant.strategy(), 0, True, accountant)
 
 
 def _initial(
