@@ -29,7 +29,8 @@ torch.Generator seeded by `seed`; torch's global RNG is left alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,7 +366,8 @@ def invert_fedavg(
     decay as given) over its `n_examples` rows in mini-batches of `local_batch_size`; the
     attacker unrolls the same steps on the dummy rows in a fixed order (the client's shuffling
     is unknown, so batches of the dummy rows stand for some partition of the true rows).
-    Labels are recovered from the bias update as if it were −lr·steps·(mean gradient).
+    Labels are recovered from the bias update read as −lr·(mean gradient) summed over the
+    steps (momentum included), i.e. as if the gradient stayed constant during local training.
     """
     _check(network, layout, prior, batch_size=n_examples, steps=steps, lr=lr, restarts=restarts)
     raise_all(
@@ -381,8 +383,10 @@ def invert_fedavg(
     )
     observed = _observed(network, update, "update")
     n_steps = local_epochs * math.ceil(n_examples / local_batch_size)
+    # with momentum μ, step t moves by lr·g·(1 − μ^(t+1))/(1 − μ) for a constant gradient g
+    scale = sum((1 - local_momentum ** (t + 1)) / (1 - local_momentum) for t in range(n_steps))
     if labels is None:
-        bias = -observed[_output_bias(network)] / (local_lr * n_steps)
+        bias = -observed[_output_bias(network)] / (local_lr * scale)
         y = _labels_from_bias(
             network, bias, batch_size=n_examples, layout=layout, prior=prior, seed=seed, n=512
         )
@@ -622,7 +626,7 @@ def _cosine_distance(g: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _params(network: nn.Module) -> Params:
-    return {k: v.detach().to(DTYPE) for k, v in network.named_parameters()}
+    return {k: v.detach().to(DTYPE).cpu() for k, v in network.named_parameters()}
 
 
 def _output_bias(network: nn.Module) -> str:
@@ -644,7 +648,12 @@ def _observed(network: nn.Module, values: Observed, what: str) -> Params:
         if len(values) != len(shapes):
             raise MedprivError(f"{what}: expected {len(shapes)} arrays, got {len(values)}")
         items = dict(zip(shapes, values, strict=True))
-    out = {k: torch.as_tensor(np.asarray(v), dtype=DTYPE) for k, v in items.items()}
+    out = {
+        k: torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else np.asarray(v))
+        .to(DTYPE)
+        .cpu()
+        for k, v in items.items()
+    }
     problems = [
         f"{what} for {k} has shape {tuple(out[k].shape)}, expected {tuple(s)}"
         for k, s in shapes.items()
@@ -686,14 +695,12 @@ def _check(
     raise_all(problems)
 
 
-class _eval:
+@contextmanager
+def _eval(network: nn.Module) -> Iterator[None]:
     """Run with the network in eval mode (no dropout), restoring its mode afterwards."""
-
-    def __init__(self, network: nn.Module) -> None:
-        self.network, self.was_training = network, network.training
-
-    def __enter__(self) -> None:
-        self.network.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.network.train(self.was_training)
+    was_training = network.training
+    network.eval()
+    try:
+        yield
+    finally:
+        network.train(was_training)

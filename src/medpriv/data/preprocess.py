@@ -73,6 +73,31 @@ class Preprocessor:
     def fit_transform(self, features: pd.DataFrame) -> np.ndarray:
         return self.fit(features).transform(features)
 
+    @classmethod
+    def from_state(cls, schema: Schema, state: dict) -> Preprocessor:
+        """A fitted preprocessor from `state_dict()` output (plain JSON, e.g. sent to clients);
+        malformed state is a DataSchemaError."""
+        pre = cls(schema)
+        try:
+            pre.medians_ = {str(k): float(v) for k, v in state["medians"].items()}
+            pre.means_ = {str(k): float(v) for k, v in state["means"].items()}
+            pre.stds_ = {str(k): float(v) for k, v in state["stds"].items()}
+            pre.indicator_columns_ = [str(c) for c in state["indicator_columns"]]
+            pre.categories_ = {
+                str(c): [str(level) for level in levels]
+                for c, levels in state["categories"].items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataSchemaError(f"malformed preprocessing state: {exc!r}") from None
+        expected = (set(schema.numeric), set(schema.categorical))
+        if (set(pre.medians_), set(pre.categories_)) != expected:
+            raise DataSchemaError(
+                "the preprocessing state was fitted on other columns than this dataset's: "
+                f"numeric {sorted(pre.medians_)} vs {sorted(schema.numeric)}, categorical "
+                f"{sorted(pre.categories_)} vs {sorted(schema.categorical)}"
+            )
+        return pre
+
     def state_dict(self) -> dict:
         """Plain JSON-able state, for checkpoints."""
         self._check_fitted()

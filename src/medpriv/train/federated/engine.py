@@ -6,14 +6,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
+import torch
 
+from medpriv.models import MLP
 from medpriv.train.federated.client import LocalRecipe, client_seed, train_client
 from medpriv.train.federated.server import evaluate_weights, finish_round, select_clients
 from medpriv.train.federated.strategy import Strategy
-from medpriv.train.federated.weights import Weights
+from medpriv.train.federated.weights import Weights, get_weights
 
 ClientData = Mapping[str, tuple[np.ndarray, np.ndarray]]
 RoundCallback = Callable[[int, Weights, dict], None]
+
+
+def initial_weights(
+    in_features: int, hidden: tuple[int, ...], *, seed: int, positive_rate: float
+) -> Weights:
+    """The round-0 global model: seeded init, output bias at the validation prior's log-odds."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = MLP(in_features, hidden)
+    network.start_at_prior(positive_rate)
+    return get_weights(network)
 
 
 def run_rounds(

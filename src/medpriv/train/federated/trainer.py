@@ -36,10 +36,10 @@ from medpriv.train.baseline import finish_scorer, prepare
 from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 from medpriv.train.dp import VALIDATION_CAVEAT, apply_unit_policy
 from medpriv.train.federated.client import LocalRecipe
-from medpriv.train.federated.engine import run_rounds
+from medpriv.train.federated.engine import initial_weights, run_rounds
 from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
 from medpriv.train.federated.strategy import Strategy, make_strategy
-from medpriv.train.federated.weights import Weights, get_weights, set_weights
+from medpriv.train.federated.weights import Weights, set_weights
 from medpriv.train.loop import EpochCallback
 
 
@@ -278,12 +278,13 @@ class FedAvgCDPTrainer(FedAvgTrainer):
 def _initial(
     in_features: int, config: TrainConfig, seed: int, y_val: torch.Tensor
 ) -> tuple[Weights, list[dict], int]:
-    """Seeded initial global weights, output bias at the validation prior; no rounds done."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        network = MLP(in_features, config.hidden)
-    network.start_at_prior(float(y_val.float().mean()))
-    return get_weights(network), [], 0
+    """Round-0 weights; no rounds done yet."""
+    positive_rate = float(y_val.float().mean())
+    return (
+        initial_weights(in_features, config.hidden, seed=seed, positive_rate=positive_rate),
+        [],
+        0,
+    )
 
 
 def _better(record: dict, than: dict) -> bool:

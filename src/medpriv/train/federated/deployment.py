@@ -1,0 +1,334 @@
+"""A Flower deployment on this machine: SuperLink and SuperNodes as real processes, `flwr run`,
+and every process stopped by PID — for `medpriv fl` and the tests.
+
+Each process gets its own FLWR_HOME, a log file, and its own session (so its Flower children,
+flower-superexec and flwr-clientapp, are stopped with it). Readiness: the SuperLink's /health
+endpoint answers; a SuperNode has logged its node id. Nothing here imports flwr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medpriv.errors import MedprivError
+
+APP_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "medpriv-federated"
+version = "1.0.0"
+description = "medpriv federated training (the code lives in the installed medpriv package)"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "medpriv"
+
+[tool.flwr.app.components]
+serverapp = "medpriv.train.federated.flower_app:server_app"
+clientapp = "medpriv.train.federated.flower_app:client_app"
+
+[tool.flwr.app.config]
+job = ""
+"""
+
+
+class DeploymentError(MedprivError):
+    """A Flower process did not start, or a run did not complete."""
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (flower-superlink, flower-supernode, flwr)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise DeploymentError(f"{name} not found next to {sys.executable}; is flwr installed?")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    """The environment of a Flower process: its own FLWR_HOME, no update check or telemetry,
+    this environment's scripts first on PATH (Flower starts its helpers by name)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+class Process:
+    """A child process in its own session, logging to a file; `stop()` ends it by PID."""
+
+    def __init__(self, name: str, command: list[str], *, env: dict[str, str], log: Path) -> None:
+        self.name, self.log_path = name, log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """SIGTERM to the process group, SIGKILL after `grace` seconds; reaps the child."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.popen.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):  # group members that outlived the leader
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        if not self._log.closed:
+            self._log.close()
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise DeploymentError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One SuperNode: its data (a medpriv data spec), site, and optional CSV options."""
+
+    data: str
+    site: str | None = None
+    split_seed: int | None = None
+    options: dict[str, str | float] = field(default_factory=dict)
+
+    def node_config(self) -> str:
+        """Flower's --node-config: space-separated TOML-typed key=value pairs."""
+        values: dict[str, str | int | float] = {"data": self.data, **self.options}
+        if self.site is not None:
+            values["site"] = self.site
+        if self.split_seed is not None:
+            values["split-seed"] = self.split_seed
+        return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+
+
+def start_superlink(workdir: Path, *, port: int | None = None, timeout: float = 60) -> Process:
+    port = port or free_port()
+    process = Process(
+        "superlink",
+        [
+            executable("flower-superlink"),
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-runtime-dependency-installation",
+        ],
+        env=flower_env(workdir / "home" / "superlink"),
+        log=workdir / "logs" / "superlink.log",
+    )
+    process.port = port  # type: ignore[attr-defined]
+    try:
+        wait_until(
+            lambda: process.alive() and _healthy(port), timeout=timeout, what="the SuperLink"
+        )
+    except DeploymentError:
+        process.stop()
+        raise DeploymentError(f"the SuperLink did not start:\n{process.log()[-2000:]}") from None
+    return process
+
+
+def start_supernode(
+    workdir: Path, name: str, node: NodeSpec, *, superlink: str, port: int | None = None
+) -> Process:
+    return Process(
+        f"supernode-{name}",
+        [
+            executable("flower-supernode"),
+            "--insecure",
+            "--superlink",
+            superlink,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port or free_port()),
+            "--node-config",
+            node.node_config(),
+        ],
+        env=flower_env(workdir / "home" / f"node-{name}"),
+        log=workdir / "logs" / f"supernode-{name}.log",
+    )
+
+
+def wait_for_nodes(nodes: list[Process], *, timeout: float = 60) -> None:
+    def ready() -> bool:
+        dead = [n for n in nodes if not n.alive()]
+        if dead:
+            raise DeploymentError(f"{dead[0].name} exited:\n{dead[0].log()[-2000:]}")
+        return all("SuperNode ID" in n.log() for n in nodes)
+
+    wait_until(ready, timeout=timeout, what="the SuperNodes to register")
+
+
+def write_app(folder: Path) -> Path:
+    """The Flower app folder `flwr run` ships: a pyproject naming medpriv's components."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+    return folder
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int | None
+    status: str | None
+    details: str | None
+    log: str
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "finished:completed"
+
+
+def flwr_run(workdir: Path, *, superlink: str, job_path: Path, timeout: float = 600) -> RunOutcome:
+    """`flwr run --stream` the medpriv app with this job; the status comes from `flwr ls`
+    (flwr run exits 0 even when the run failed)."""
+    home = workdir / "home" / "cli"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{superlink}"\n'
+        "insecure = true\n",
+        encoding="utf-8",
+    )
+    app = write_app(workdir / "app")
+    env = flower_env(home)
+    command = [
+        executable("flwr"),
+        "run",
+        str(app),
+        "local",
+        "--run-config",
+        f"job={json.dumps(str(job_path))}",
+        "--stream",
+    ]
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        log = done.stdout + done.stderr
+    except subprocess.TimeoutExpired as exc:
+        log = f"{exc.stdout or ''}{exc.stderr or ''}\nflwr run timed out after {timeout:g} s"
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    (workdir / "logs" / "flwr-run.log").write_text(log, encoding="utf-8")
+    found = re.search(r"Successfully started run (\d+)", log)
+    if found is None:
+        return RunOutcome(None, None, "the run was not started", log)
+    run_id = int(found.group(1))
+    listing = subprocess.run(
+        [executable("flwr"), "ls", "local", "--run-id", str(run_id), "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        run = json.loads(listing.stdout)["runs"][0]
+        return RunOutcome(run_id, run["status"], run.get("status-details"), log)
+    except (ValueError, KeyError, IndexError):
+        return RunOutcome(run_id, None, f"cannot read flwr ls: {listing.stdout[-500:]}", log)
+
+
+class LocalFederation:
+    """A SuperLink and one SuperNode per NodeSpec on 127.0.0.1; a context manager that stops
+    every process by PID on exit."""
+
+    def __init__(self, workdir: Path, nodes: dict[str, NodeSpec]) -> None:
+        self.workdir, self.nodes = Path(workdir), nodes
+        self.superlink: Process | None = None
+        self.supernodes: dict[str, Process] = {}
+
+    @property
+    def address(self) -> str:
+        assert self.superlink is not None
+        return f"127.0.0.1:{self.superlink.port}"  # type: ignore[attr-defined]
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            self.superlink = start_superlink(self.workdir)
+            for name, node in self.nodes.items():
+                self.supernodes[name] = start_supernode(
+                    self.workdir, name, node, superlink=self.address
+                )
+            wait_for_nodes(list(self.supernodes.values()))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def pids(self) -> list[int]:
+        procs = [*self.supernodes.values(), *([self.superlink] if self.superlink else [])]
+        return [p.pid for p in procs]
+
+    def stop(self) -> None:
+        for process in [*self.supernodes.values(), *([self.superlink] if self.superlink else [])]:
+            process.stop()
+
+    def run(self, job_path: Path, *, timeout: float = 600) -> RunOutcome:
+        return flwr_run(self.workdir, superlink=self.address, job_path=job_path, timeout=timeout)

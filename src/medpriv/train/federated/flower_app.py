@@ -1,0 +1,352 @@
+"""The Flower app: a ServerApp and a ClientApp over the same client-training and aggregation code
+as the in-process engine (`medpriv.train.federated.client` / `.server`).
+
+The ServerApp reads a `FederatedJob` (path in the run config, key `job`), asks every SuperNode
+which site it is and how many training records it holds, then runs the rounds with its own
+push/pull loop: selection, TRAIN messages (weights as an ArrayRecord; recipe, per-client seed
+and preprocessing as a ConfigRecord), replies checked and aggregated, the global model validated
+on the coordinator's patients and checkpointed after every round. A node that errs or does not
+answer in time is recorded as dropped for that round. Outputs land in the job's `out` folder:
+final.npz, best.npz, history.json, checkpoint.pt and done.json.
+
+Everything crosses the wire as ArrayRecord arrays and scalar/JSON-text configs; nothing pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from medpriv.config import DataConfig, SplitConfig
+from medpriv.data.preprocess import Preprocessor
+from medpriv.data.sources import load_dataset
+from medpriv.data.splits import split_by_unit
+from medpriv.errors import ProtocolError
+from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
+from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed, train_client
+from medpriv.train.federated.engine import initial_weights
+from medpriv.train.federated.job import FederatedJob, client_arrays
+from medpriv.train.federated.server import evaluate_weights, finish_round, select_clients
+from medpriv.train.federated.strategy import make_strategy
+from medpriv.train.federated.weights import Weights
+
+server_app = ServerApp()
+client_app = ClientApp()
+
+
+# --- client side -------------------------------------------------------------------------------
+
+
+def _node_settings(context: Context) -> tuple[DataConfig, str | None, int | None]:
+    """The node's data (its `--node-config`): data spec, CSV options, site, split seed."""
+    cfg = context.node_config
+    if "data" not in cfg:
+        raise ProtocolError("this SuperNode has no 'data' in its --node-config")
+    data = DataConfig(
+        spec=str(cfg["data"]),
+        target=_opt_str(cfg.get("target")),
+        positive=_opt_str(cfg.get("positive")),
+        threshold=float(cfg["threshold"]) if "threshold" in cfg else None,
+        unit_column=_opt_str(cfg.get("unit-column")),
+        site_column=_opt_str(cfg.get("site-column")),
+    )
+    split_seed = int(cfg["split-seed"]) if "split-seed" in cfg else None
+    return data, _opt_str(cfg.get("site")), split_seed
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _split_from(config: ConfigRecord) -> SplitConfig:
+    return SplitConfig(
+        val_fraction=float(config["val-fraction"]), test_fraction=float(config["test-fraction"])
+    )
+
+
+@client_app.query()
+def describe(msg: Message, context: Context) -> Message:
+    """Which site this node is and how many training records it holds (sizes are public to the
+    coordinator, as in every FedAvg deployment: they weight the average)."""
+    data, site, split_seed = _node_settings(context)
+    config = msg.content["config"]
+    state = json.loads(str(config["preprocessor"]))
+    x, _ = client_arrays(
+        data, site=site, split_seed=split_seed, split=_split_from(config), preprocessor_state=state
+    )
+    name = site or f"node{context.node_id}"
+    return Message(
+        content=RecordDict(
+            {
+                "site": ConfigRecord({"name": name}),
+                "metrics": MetricRecord({"num-examples": len(x), "features": int(x.shape[1])}),
+            }
+        ),
+        reply_to=msg,
+    )
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round on this node's rows with the recipe, seed and preprocessing sent by the server."""
+    data, site, split_seed = _node_settings(context)
+    config = msg.content["config"]
+    recipe = LocalRecipe.from_config(dict(config))
+    x, y = client_arrays(
+        data,
+        site=site,
+        split_seed=split_seed,
+        split=_split_from(config),
+        preprocessor_state=json.loads(str(config["preprocessor"])),
+    )
+    weights = msg.content["arrays"].to_numpy_ndarrays()
+    update = train_client(weights, x, y, recipe=recipe, seed=int(config["seed"]))
+    metrics: dict[str, int | float] = {
+        "num-examples": update.n_examples,
+        "steps": update.steps,
+        "train-loss": -1.0 if update.train_loss is None else update.train_loss,
+        "sample-rate": -1.0 if update.sample_rate is None else update.sample_rate,
+    }
+    return Message(
+        content=RecordDict(
+            {"arrays": ArrayRecord(update.weights), "metrics": MetricRecord(metrics)}
+        ),
+        reply_to=msg,
+    )
+
+
+# --- server side -------------------------------------------------------------------------------
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    job = FederatedJob.read(Path(str(context.run_config["job"])))
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        run_server(grid, job)
+    except Exception:
+        (out / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        raise
+
+
+def coordinator_validation(job: FederatedJob) -> tuple[Preprocessor, np.ndarray, np.ndarray]:
+    """The coordinator's validation patients (the standard split's validation part of its data),
+    the preprocessing fitted on them, and their design matrix and labels."""
+    split = job.split_config()
+    val = split_by_unit(
+        load_dataset(job.data_config()),
+        val_fraction=split.val_fraction,
+        test_fraction=split.test_fraction,
+        seed=job.seed,
+    ).val
+    pre = Preprocessor(val.schema).fit(val.features)
+    return pre, pre.transform(val.features), val.labels.astype(np.int64)
+
+
+def run_server(grid: Grid, job: FederatedJob) -> None:
+    out = Path(job.out)
+    recipe = LocalRecipe.from_config(job.recipe)
+    pre, x_val, y_val = coordinator_validation(job)
+    shared = {
+        "preprocessor": json.dumps(pre.state_dict()),
+        "val-fraction": float(job.split["val_fraction"]),
+        "test-fraction": float(job.split["test_fraction"]),
+    }
+    sites = _discover(grid, job, shared)
+    strategy = make_strategy(job.strategy, server_lr=job.server_lr)
+    weights = initial_weights(
+        x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
+    )
+    best, history = weights, []
+    checkpoint = out / "checkpoint.pt"
+    if job.resume and checkpoint.exists():
+        weights, best, history = _restore(checkpoint, strategy)
+    for round_number in range(len(history) + 1, job.rounds + 1):
+        chosen = select_clients(
+            list(sites),
+            fraction=job.fraction,
+            min_clients=job.min_clients,
+            seed=job.seed,
+            round_number=round_number,
+        )
+        config = {**shared, **recipe.to_config()}
+        replies = _train_round(grid, job, sites, chosen, weights, config, round_number)
+        weights, record = finish_round(
+            strategy, weights, replies, round_number=round_number, min_clients=job.min_clients
+        )
+        record = {
+            "epoch": round_number,
+            **record,
+            **evaluate_weights(weights, recipe.hidden, x_val, y_val),
+        }
+        if not history or _better(record, max(history, key=_key)):
+            best = weights
+        history.append(record)
+        _save(checkpoint, weights, best, history, strategy)
+        print(
+            f"[medpriv] round {round_number}: {record['clients']} clients, "
+            f"val AUROC {record['val_auroc']:.4f}, dropped {sorted(record['dropped'])}",
+            flush=True,
+        )
+    np.savez(out / "final.npz", *weights)
+    np.savez(out / "best.npz", *best)
+    (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    (out / "done.json").write_text(
+        json.dumps({"rounds": len(history), "sites": sites}), encoding="utf-8"
+    )
+
+
+def _key(record: dict) -> tuple[float, float]:
+    return record["val_auroc"], -record["val_loss"]
+
+
+def _better(record: dict, than: dict) -> bool:
+    return _key(record) > _key(than)
+
+
+def _discover(grid: Grid, job: FederatedJob, shared: dict) -> dict[str, int]:
+    """Site name -> node id, after waiting for `expected_clients` SuperNodes to connect."""
+    deadline = time.monotonic() + job.node_wait_timeout
+    node_ids = sorted(grid.get_node_ids())
+    while len(node_ids) < job.expected_clients and time.monotonic() < deadline:
+        time.sleep(job.poll_interval)
+        node_ids = sorted(grid.get_node_ids())
+    if not node_ids:
+        raise ProtocolError("no SuperNode connected to the SuperLink")
+    messages = {
+        node: Message(
+            content=RecordDict({"config": ConfigRecord(dict(shared))}),
+            dst_node_id=node,
+            message_type=MessageType.QUERY,
+        )
+        for node in node_ids
+    }
+    replies = _exchange(grid, messages, job.round_timeout, job.poll_interval)
+    sites: dict[str, int] = {}
+    for node, reply in replies.items():
+        if isinstance(reply, str):
+            print(f"[medpriv] node {node} left out: {reply}", flush=True)
+            continue
+        name = str(reply.content["site"]["name"])
+        if name in sites:
+            raise ProtocolError(f"two SuperNodes claim site {name!r}; give each its own site")
+        sites[name] = node
+    if len(sites) < job.min_clients:
+        raise ProtocolError(f"only {len(sites)} usable SuperNodes; need {job.min_clients}")
+    return dict(sorted(sites.items()))
+
+
+def _train_round(
+    grid: Grid,
+    job: FederatedJob,
+    sites: dict[str, int],
+    chosen: list[str],
+    weights: Weights,
+    config: dict,
+    round_number: int,
+) -> dict[str, ClientUpdate | str]:
+    connected = set(grid.get_node_ids())
+    replies: dict[str, ClientUpdate | str] = {}
+    messages = {}
+    for site in chosen:
+        if sites[site] not in connected:
+            replies[site] = "node not connected"
+            continue
+        seed = client_seed(job.seed, round_number, site)
+        messages[site] = Message(
+            content=RecordDict(
+                {
+                    "arrays": ArrayRecord([np.asarray(w) for w in weights]),
+                    "config": ConfigRecord({**config, "seed": seed, "round": round_number}),
+                }
+            ),
+            dst_node_id=sites[site],
+            message_type=MessageType.TRAIN,
+            group_id=str(round_number),
+        )
+    for site, reply in _exchange(grid, messages, job.round_timeout, job.poll_interval).items():
+        replies[site] = reply if isinstance(reply, str) else _as_update(reply)
+    return replies
+
+
+def _as_update(reply: Message) -> ClientUpdate | str:
+    """A client's reply as a ClientUpdate, or why it cannot be one."""
+    try:
+        metrics = reply.content["metrics"]
+        loss, rate = float(metrics["train-loss"]), float(metrics["sample-rate"])
+        return ClientUpdate(
+            weights=reply.content["arrays"].to_numpy_ndarrays(),
+            n_examples=int(metrics["num-examples"]),
+            train_loss=None if loss < 0 else loss,
+            steps=int(metrics["steps"]),
+            sample_rate=None if rate < 0 else rate,
+        )
+    except Exception as exc:  # a malformed reply is that client's problem, not the run's
+        return f"rejected: malformed reply ({type(exc).__name__}: {exc})"
+
+
+def _exchange(
+    grid: Grid, messages: dict[Any, Message], timeout: float, poll: float
+) -> dict[Any, Message | str]:
+    """Push every message, pull replies until all arrived or `timeout`; errors and missing
+    replies come back as text."""
+    if not messages:
+        return {}
+    keys = list(messages)
+    ids = list(grid.push_messages([messages[k] for k in keys]))
+    by_id = dict(zip(ids, keys, strict=True))
+    out: dict[Any, Message | str] = {}
+    pending = set(ids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(pending)):
+            message_id = reply.metadata.reply_to_message_id
+            if message_id not in pending:
+                continue
+            pending.discard(message_id)
+            key = by_id[message_id]
+            if reply.has_error():
+                out[key] = f"failed: error {reply.error.code}: {reply.error.reason}"
+            else:
+                out[key] = reply
+        if pending:
+            time.sleep(poll)
+    for message_id in pending:
+        out[by_id[message_id]] = f"no reply within {timeout:g} s"
+    return out
+
+
+def _save(path: Path, weights: Weights, best: Weights, history: list, strategy: Any) -> None:
+    state = {f"w{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(weights)}
+    state.update({f"b{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(best)})
+    state.update({f"s_{k}": torch.from_numpy(np.asarray(v)) for k, v in strategy.state().items()})
+    save_checkpoint(path, state=state, meta={"history": history})
+
+
+def _restore(path: Path, strategy: Any) -> tuple[Weights, Weights, list]:
+    state, meta = load_checkpoint(path)
+    n = len([k for k in state if k.startswith("w")])
+    strategy.load_state({k[2:]: v.numpy() for k, v in state.items() if k.startswith("s_")})
+    return (
+        [state[f"w{i}"].numpy() for i in range(n)],
+        [state[f"b{i}"].numpy() for i in range(n)],
+        list(meta.get("history", [])),
+    )

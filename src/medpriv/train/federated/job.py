@@ -1,0 +1,114 @@
+"""A federated job as plain JSON, and how a client finds its training rows.
+
+The coordinator writes the job; the Flower ServerApp reads it (its path comes in the run
+config). A client's rows come from its own data: all of them, or, when the node is given
+`split-seed` (a test federation carved out of one dataset), the training part of the standard
+split by privacy unit restricted to its site — exactly the rows the in-process engine gives
+that client.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medpriv.config import DataConfig, SplitConfig
+from medpriv.data.dataset import TabularDataset
+from medpriv.data.preprocess import Preprocessor
+from medpriv.data.sources import load_dataset
+from medpriv.data.splits import split_by_unit
+from medpriv.errors import ConfigError, DataSchemaError
+
+
+@dataclass(frozen=True)
+class FederatedJob:
+    """Everything the ServerApp needs; JSON-able."""
+
+    data: dict[str, Any]  # the coordinator's DataConfig (validation patients come from it)
+    split: dict[str, Any]  # SplitConfig
+    seed: int
+    recipe: dict[str, Any]  # LocalRecipe.to_config()
+    strategy: str
+    rounds: int
+    fraction: float
+    min_clients: int
+    out: str  # folder for final.npz, best.npz, history.json, checkpoint.pt, done.json
+    server_lr: float = 0.01
+    expected_clients: int = 1  # wait for this many SuperNodes before round 1
+    round_timeout: float = 120.0
+    node_wait_timeout: float = 120.0
+    poll_interval: float = 0.2
+    resume: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> FederatedJob:
+        try:
+            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot read federated job {path}: {exc}") from None
+
+    def data_config(self) -> DataConfig:
+        values = dict(self.data)
+        for key in ("sensitive", "drop"):
+            values[key] = tuple(values.get(key) or ())
+        return DataConfig(**values)
+
+    def split_config(self) -> SplitConfig:
+        return SplitConfig(**self.split)
+
+
+def site_rows(dataset: TabularDataset, site: str | None) -> np.ndarray:
+    """Indices of the dataset's rows at `site` (all rows when site is None)."""
+    if site is None:
+        return np.arange(len(dataset))
+    if dataset.site_ids is None:
+        raise DataSchemaError(f"{dataset.name} has no sites; drop the site from the node config")
+    rows = np.flatnonzero(np.asarray(dataset.site_ids).astype(str) == site)
+    if len(rows) == 0:
+        known = sorted({str(s) for s in dataset.site_ids})
+        raise DataSchemaError(f"no records at site {site!r}; sites here: {known}")
+    return rows
+
+
+def client_training_rows(
+    dataset: TabularDataset,
+    *,
+    site: str | None,
+    split_seed: int | None,
+    split: SplitConfig,
+) -> TabularDataset:
+    """The client's training records: all of its rows, or (with `split_seed`) the training part
+    of the standard split of `dataset` at its site."""
+    if split_seed is not None:
+        dataset = split_by_unit(
+            dataset,
+            val_fraction=split.val_fraction,
+            test_fraction=split.test_fraction,
+            seed=split_seed,
+        ).train
+    return dataset.subset(site_rows(dataset, site))
+
+
+def client_arrays(
+    data: DataConfig,
+    *,
+    site: str | None,
+    split_seed: int | None,
+    split: SplitConfig,
+    preprocessor_state: dict,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(design matrix, labels) of a client's training rows, with the server's preprocessing."""
+    rows = client_training_rows(load_dataset(data), site=site, split_seed=split_seed, split=split)
+    pre = Preprocessor.from_state(rows.schema, preprocessor_state)
+    return pre.transform(rows.features), rows.labels.astype(np.int64)

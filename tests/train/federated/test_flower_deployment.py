@@ -1,0 +1,136 @@
+"""A real Flower 1.41 deployment on 127.0.0.1: a SuperLink and three SuperNodes as processes.
+
+It must reproduce the in-process engine's weights for the same data and seeds, carry on when a
+SuperNode is killed mid-run, and resume from the coordinator's checkpoint; every process is
+stopped by PID. Slow (process start-up and Flower's polling): about three minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medpriv.config import DataConfig, SplitConfig
+from medpriv.train.federated.client import LocalRecipe
+from medpriv.train.federated.deployment import LocalFederation, NodeSpec
+from medpriv.train.federated.engine import initial_weights, run_rounds
+from medpriv.train.federated.job import FederatedJob, client_arrays
+from medpriv.train.federated.strategy import make_strategy
+
+pytestmark = pytest.mark.slow
+
+SPEC = "synthetic:1500"
+SITES = ("CCU", "MICU", "SICU")
+RECIPE = LocalRecipe(hidden=(16,), epochs=1, batch_size=64, lr=0.05)
+
+
+def _job(out: Path, **changes) -> FederatedJob:
+    job = FederatedJob(
+        data=asdict(DataConfig(spec=SPEC)),
+        split=asdict(SplitConfig()),
+        seed=0,
+        recipe=RECIPE.to_config(),
+        strategy="fedavg",
+        rounds=2,
+        fraction=1.0,
+        min_clients=2,
+        out=str(out),
+        expected_clients=len(SITES),
+        round_timeout=60.0,
+    )
+    return replace(job, **changes)
+
+
+def _in_process(job: FederatedJob) -> list[np.ndarray]:
+    """The same federation through the in-process engine."""
+    from medpriv.train.federated.flower_app import coordinator_validation
+
+    pre, x_val, y_val = coordinator_validation(job)
+    clients = {
+        site: client_arrays(
+            job.data_config(),
+            site=site,
+            split_seed=job.seed,
+            split=job.split_config(),
+            preprocessor_state=pre.state_dict(),
+        )
+        for site in SITES
+    }
+    start = initial_weights(
+        x_val.shape[1], RECIPE.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
+    )
+    return run_rounds(
+        clients,
+        start,
+        recipe=RECIPE,
+        strategy=make_strategy(job.strategy),
+        rounds=job.rounds,
+        fraction=job.fraction,
+        min_clients=job.min_clients,
+        seed=job.seed,
+        validation=(x_val, y_val),
+    )
+
+
+def _npz(path: Path) -> list[np.ndarray]:
+    with np.load(path) as arrays:
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(tmp_path):
+    nodes = {site: NodeSpec(data=SPEC, site=site, split_seed=0) for site in SITES}
+    with LocalFederation(tmp_path, nodes) as federation:
+        pids = federation.pids()
+        assert len(pids) == 4 and all(_alive(pid) for pid in pids)
+
+        # 1. Two rounds, all three hospitals: the same weights as the in-process engine.
+        job = _job(tmp_path / "same")
+        outcome = federation.run(job.write(tmp_path / "same.json"), timeout=300)
+        assert outcome.completed, outcome.log[-3000:]
+        flower = _npz(tmp_path / "same" / "final.npz")
+        expected = _in_process(job)
+        assert len(flower) == len(expected)
+        assert (
+            max(float(np.abs(a - b).max()) for a, b in zip(flower, expected, strict=True)) <= 1e-5
+        )
+
+        # 2. A SuperNode killed (SIGKILL) after round 1: later rounds go on with the other two.
+        lost = _job(tmp_path / "lost", rounds=3, round_timeout=15.0)
+        path = lost.write(tmp_path / "lost.json")
+        result = {}
+        runner = threading.Thread(target=lambda: result.update(o=federation.run(path)))
+        runner.start()
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "lost" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(federation.supernodes["SICU"].pid, signal.SIGKILL)
+        runner.join(360)
+        assert result["o"].completed, result["o"].log[-3000:]
+        rounds = json.loads((tmp_path / "lost" / "history.json").read_text())
+        assert rounds[0]["clients"] == 3 and rounds[0]["dropped"] == {}
+        assert [r["clients"] for r in rounds[1:]] == [2, 2]
+        assert all("SICU" in r["dropped"] for r in rounds[1:])
+
+        # 3. The coordinator restarts from its checkpoint: round 4 follows the three done.
+        resumed = replace(lost, rounds=4, resume=True, node_wait_timeout=10.0)
+        outcome = federation.run(resumed.write(tmp_path / "resume.json"), timeout=300)
+        assert outcome.completed, outcome.log[-3000:]
+        again = json.loads((tmp_path / "lost" / "history.json").read_text())
+        assert [r["round"] for r in again] == [1, 2, 3, 4] and again[:3] == rounds
+    assert not any(_alive(pid) for pid in pids)  # every process stopped by PID
