@@ -71,7 +71,7 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("adam", "sgd")
-ATTACK_NAMES = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute")
+ATTACK_NAMES = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute", "fl_inversion")
 # Logistic regression: sklearn's default inverse regularization.
 LOGREG_RECIPE: dict[str, Any] = {"logreg_c": 1.0}
 # Objective perturbation: the noise term is fixed by ε and the row bound, so strong

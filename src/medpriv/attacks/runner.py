@@ -32,7 +32,7 @@ from medpriv.data.splits import Splits
 from medpriv.registry import Registry
 from medpriv.train.base import TrainedModel, Trainer
 
-ALL_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute")
+ALL_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute", "fl_inversion")
 MEMBERSHIP_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia")
 VECTORIZED_METHODS = ("baseline", "dp-sgd")
 Progress = Callable[[str], None]
@@ -264,6 +264,15 @@ def _attribute(ctx: AttackContext) -> dict[str, Any] | None:
         seed=ctx.seed,
     )
     return None if found is None else found.to_dict()
+
+
+@ATTACKS.register("fl_inversion")
+def _fl_inversion(ctx: AttackContext) -> dict[str, Any] | None:
+    """Gradient inversion of client updates; None (left out) for non-federated models."""
+    from medpriv.attacks.fl_inversion import fl_inversion
+
+    ctx.say("inverting client updates")
+    return fl_inversion(ctx.model, ctx.splits, seed=ctx.seed)
 
 
 def run_attacks(

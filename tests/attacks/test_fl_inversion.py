@@ -1,0 +1,29 @@
+"""fl_inversion against a federated model: batch size 1 leaks, DP pushes it back to the prior."""
+
+from __future__ import annotations
+
+from medpriv.attacks.fl_inversion import fl_inversion, network_of
+from medpriv.config import FederatedConfig, TrainConfig
+from medpriv.data.splits import split_by_unit
+from medpriv.train.base import get_trainer
+from tests.conftest import make_toy_dataset
+
+
+def test_single_records_leak_and_dp_noise_hides_them():
+    splits = split_by_unit(make_toy_dataset(600), seed=0)
+    trainer = get_trainer("fedavg", federated=FederatedConfig(rounds=3))
+    model = trainer.fit(splits=splits, config=TrainConfig(hidden=(16,)), seed=0)
+    assert network_of(model) is not None
+    block = fl_inversion(model, splits, seed=0, trials=3)
+    plain, dp = block["fedsgd"]["1"], block["dp"]["1"]
+    assert plain["accuracy"] >= plain["baseline_accuracy"] + 0.2
+    assert dp["accuracy"] <= plain["accuracy"] - 0.2
+    assert dp["accuracy"] <= dp["baseline_accuracy"] + 0.15
+    assert block["fedavg"]["1"]["accuracy"] >= block["fedavg"]["1"]["baseline_accuracy"] + 0.1
+    assert set(block["fedsgd"]) == {"1", "4", "8", "16", "32"} and block["secagg"]["clients"] == 4
+
+
+def test_non_federated_models_are_left_out():
+    splits = split_by_unit(make_toy_dataset(300), seed=0)
+    model = get_trainer("logreg").fit(splits=splits, config=TrainConfig(), seed=0)
+    assert fl_inversion(model, splits) is None
