@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from medpriv.attacks.fl_inversion import fl_inversion, network_of
-from medpriv.config import FederatedConfig, TrainConfig
+from medpriv.config import FederatedConfig, PrivacyConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
 from medpriv.train.base import get_trainer
 from tests.conftest import make_toy_dataset
@@ -27,3 +27,19 @@ def test_non_federated_models_are_left_out():
     splits = split_by_unit(make_toy_dataset(300), seed=0)
     model = get_trainer("logreg").fit(splits=splits, config=TrainConfig(), seed=0)
     assert fl_inversion(model, splits) is None
+
+
+def test_a_fedavg_dp_servers_every_view_is_noised():
+    splits = split_by_unit(make_toy_dataset(600), seed=0)
+    trainer = get_trainer("fedavg-dp", federated=FederatedConfig(rounds=3))
+    model = trainer.fit(
+        splits=splits,
+        config=TrainConfig(hidden=(16,)),
+        privacy=PrivacyConfig(target_epsilon=3.0),
+        seed=0,
+    )
+    block = fl_inversion(model, splits, seed=0, trials=3)
+    assert block["protocol"]["client_updates"].startswith("DP-SGD")
+    assert block["dp"]["noise_multiplier"] == model.params["noise_multiplier"]
+    one = block["fedsgd"]["1"]
+    assert one["accuracy"] <= one["baseline_accuracy"] + 0.15

@@ -461,3 +461,69 @@ def attack_roc_curves(runs: Sequence[dict]) -> Figure | None:
         _style(ax)
         _legend(ax, 4.4)
     return fig
+
+
+def _inversion(run: dict) -> dict | None:
+    attacks = run.get("attacks")
+    block = attacks.get("fl_inversion") if isinstance(attacks, dict) else None
+    return block if isinstance(block, dict) else None
+
+
+def has_inversion(run: dict) -> bool:
+    return _inversion(run) is not None
+
+
+def inversion_accuracy(runs: Sequence[dict]) -> Figure | None:
+    """Gradient inversion: reconstruction accuracy against the client's batch size (FedSGD,
+    FedAvg), with the DP and SecAgg settings as markers and the distribution baseline dashed."""
+    usable = [(i, r, _inversion(r)) for i, r in enumerate(runs) if has_inversion(r)]
+    if not usable:
+        return None
+    fig, ax = _figure(6.4, 4.2)
+    colors = _colors(len(runs))
+    baselines = []
+    for i, run, block in usable:
+        for view, style in (("fedsgd", "-o"), ("fedavg", "--s")):
+            entries = block.get(view) or {}
+            sizes = sorted(int(k) for k, v in entries.items() if isinstance(v, dict))
+            ys = [number(entries[str(b)].get("accuracy")) for b in sizes]
+            if sizes:
+                ax.plot(
+                    sizes,
+                    ys,
+                    style,
+                    color=colors[i],
+                    lw=1.5,
+                    ms=4,
+                    label=f"{_label(_name(run, i), 24)} {view}",
+                )
+            baselines += [number(entries[str(b)].get("baseline_accuracy")) for b in sizes]
+        for view, marker in (("dp", "v"), ("secagg", "D")):
+            entries = block.get(view) or {}
+            for key, value in entries.items():
+                if isinstance(value, dict) and number(value.get("accuracy")) is not None:
+                    ax.plot(
+                        [int(key)],
+                        [number(value["accuracy"])],
+                        marker,
+                        color=colors[i],
+                        ms=8,
+                        mfc="none",
+                        label=f"{_label(_name(run, i), 24)} {view}",
+                    )
+    values = [b for b in baselines if b is not None]
+    if values:
+        ax.axhline(
+            float(np.mean(values)), ls="--", color="#888", lw=1, label="distribution baseline"
+        )
+    ax.set(
+        xscale="log",
+        xlabel="Records in the client's update (batch size)",
+        ylabel="Features reconstructed correctly",
+        ylim=(0, 1.02),
+    )
+    ax.set_xticks([1, 4, 8, 16, 32], labels=["1", "4", "8", "16", "32"])
+    ax.set_title("Gradient inversion of client updates")
+    _style(ax)
+    _legend(ax, 4.2)
+    return fig
