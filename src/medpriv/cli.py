@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
+from medpriv.cli_common import one_line_errors
+from medpriv.cli_fl import fl_app
 from medpriv.config import ExperimentConfig, load_config
 from medpriv.errors import MedprivError
 
@@ -22,22 +22,7 @@ data_app = typer.Typer(
     no_args_is_help=True, help="Write synthetic MIMIC-III tables or extract cohorts."
 )
 app.add_typer(data_app, name="data")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def one_line_errors(func: F) -> F:
-    """Expected failures print one `error:` line and exit 2 instead of a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MedprivError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
+app.add_typer(fl_app, name="fl")
 
 
 DataOpt = Annotated[

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medpriv.config import DataConfig, SplitConfig
+from medpriv.config import FEDAVG_RECIPE, DataConfig, ExperimentConfig, SplitConfig
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
@@ -66,6 +66,45 @@ class FederatedJob:
 
     def split_config(self) -> SplitConfig:
         return SplitConfig(**self.split)
+
+
+def job_from_config(
+    config: ExperimentConfig,
+    *,
+    out: Path,
+    seed: int,
+    expected_clients: int,
+    resume: bool = False,
+) -> FederatedJob:
+    """The job for a non-private federated run of this experiment config on Flower."""
+    from medpriv.train.federated.client import LocalRecipe
+
+    fed, train = config.federated, config.train.resolved(FEDAVG_RECIPE)
+    recipe = LocalRecipe(
+        hidden=tuple(train.hidden),
+        epochs=int(train.epochs),
+        batch_size=int(train.batch_size),
+        lr=float(train.lr),
+        optimizer=str(train.optimizer),
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
+        dropout=float(train.dropout),
+        proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0,
+    )
+    return FederatedJob(
+        data=asdict(config.data),
+        split=asdict(config.split),
+        seed=seed,
+        recipe=recipe.to_config(),
+        strategy=fed.strategy,
+        rounds=fed.rounds,
+        fraction=fed.fraction,
+        min_clients=min(fed.min_clients, expected_clients),
+        out=str(out),
+        server_lr=fed.server_lr,
+        expected_clients=expected_clients,
+        resume=resume,
+    )
 
 
 def site_rows(dataset: TabularDataset, site: str | None) -> np.ndarray:

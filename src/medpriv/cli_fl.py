@@ -1,0 +1,214 @@
+"""`medpriv fl`: federated training on a real Flower deployment.
+
+Each hospital runs a SuperNode on its own data; the coordinator runs the SuperLink and starts
+the run. Thin wrappers over flower-superlink / flower-supernode / flwr run (the equivalent plain
+Flower commands are printed with --dry-run and documented in the README).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medpriv.cli_common import one_line_errors
+from medpriv.errors import MedprivError
+
+fl_app = typer.Typer(
+    no_args_is_help=True,
+    help="Federated learning on Flower: a SuperLink, one SuperNode per hospital, a run.",
+)
+
+HomeOpt = Annotated[
+    Path | None, typer.Option(help="FLWR_HOME for this process (default: ./.flwr/<role>)")
+]
+
+
+def _start(command: list[str], home: Path, dry_run: bool) -> None:
+    from medpriv.train.federated.deployment import flower_env
+
+    typer.echo("$ " + " ".join(_quote(c) for c in command))
+    if dry_run:
+        return
+    raise typer.Exit(subprocess.call(command, env=flower_env(home)))
+
+
+def _quote(text: str) -> str:
+    return shlex.quote(text)
+
+
+@fl_app.command("superlink")
+@one_line_errors
+def superlink(
+    port: Annotated[int, typer.Option(help="HTTP port (Fleet, Control and Runtime APIs)")] = 9092,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    home: HomeOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command only")] = False,
+) -> None:
+    """Run the coordinator's SuperLink in the foreground (Ctrl-C stops it)."""
+    from medpriv.train.federated.deployment import executable
+
+    command = [
+        executable("flower-superlink"),
+        "--insecure",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
+    _start(command, home or Path(".flwr") / "superlink", dry_run)
+
+
+@fl_app.command("supernode")
+@one_line_errors
+def supernode(
+    data: Annotated[str, typer.Option("--data", help="this hospital's data: csv:FILE, ...")],
+    superlink_address: Annotated[
+        str, typer.Option("--superlink", help="the SuperLink, HOST:PORT")
+    ] = "127.0.0.1:9092",
+    site: Annotated[
+        str | None, typer.Option(help="site name (and filter, if the data holds several)")
+    ] = None,
+    split_seed: Annotated[
+        int | None,
+        typer.Option(help="train on the standard split's training part (test federations)"),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="CSV: the outcome column")] = None,
+    positive: Annotated[str | None, typer.Option(help="CSV: the positive value")] = None,
+    threshold: Annotated[float | None, typer.Option(help="CSV: label = target > X")] = None,
+    site_column: Annotated[str | None, typer.Option(help="CSV: site column")] = None,
+    unit_column: Annotated[str | None, typer.Option(help="CSV: privacy-unit column")] = None,
+    port: Annotated[int, typer.Option(help="this node's own API port")] = 9094,
+    home: HomeOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command only")] = False,
+) -> None:
+    """Run one hospital's SuperNode in the foreground; its rows never leave this process."""
+    from medpriv.train.federated.deployment import NodeSpec, executable
+
+    options: dict[str, str | float] = {
+        key: value
+        for key, value in {
+            "target": target,
+            "positive": positive,
+            "threshold": threshold,
+            "site-column": site_column,
+            "unit-column": unit_column,
+        }.items()
+        if value is not None
+    }
+    node = NodeSpec(data=data, site=site, split_seed=split_seed, options=options)
+    command = [
+        executable("flower-supernode"),
+        "--insecure",
+        "--superlink",
+        superlink_address,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--node-config",
+        node.node_config(),
+    ]
+    _start(command, home or Path(".flwr") / f"supernode-{site or port}", dry_run)
+
+
+@fl_app.command("run")
+@one_line_errors
+def run(
+    out: Annotated[Path, typer.Option(help="folder for the job, weights, history and logs")],
+    superlink_address: Annotated[
+        str, typer.Option("--superlink", help="the SuperLink, HOST:PORT")
+    ] = "127.0.0.1:9092",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="experiment TOML ([data], [train], [federated])")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="the coordinator's data (validation patients)")
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="rounds (default 20)")] = None,
+    strategy: Annotated[str | None, typer.Option(help="fedavg, fedprox or fedadam")] = None,
+    nodes: Annotated[int, typer.Option(help="wait for this many SuperNodes")] = 2,
+    seed: Annotated[int, typer.Option(help="seed of the split, init and client seeds")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue from the checkpoint in --out")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the run")] = 3600.0,
+) -> None:
+    """Start a federated run on a running SuperLink and wait for it; prints each round."""
+    from medpriv.config import load_config
+    from medpriv.train.federated.deployment import flwr_run
+    from medpriv.train.federated.job import job_from_config
+
+    resolved = load_config(
+        config,
+        {
+            "data": {"spec": data},
+            "federated": {"rounds": rounds, "strategy": strategy},
+            "run": {"attacks": []},
+        },
+    )
+    out = out.resolve()
+    job = job_from_config(resolved, out=out, seed=seed, expected_clients=nodes, resume=resume)
+    path = job.write(out / "job.json")
+    typer.echo(f"job: {path}")
+    outcome = flwr_run(out, superlink=superlink_address, job_path=path, timeout=timeout)
+    history_path = out / "history.json"
+    if history_path.exists():
+        for record in json.loads(history_path.read_text()):
+            dropped = ", ".join(f"{k} ({v})" for k, v in record["dropped"].items()) or "none"
+            typer.echo(
+                f"round {record['round']:>3}: {record['clients']} clients, val AUROC "
+                f"{record['val_auroc']:.4f}, dropped: {dropped}"
+            )
+    if not outcome.completed:
+        error = out / "error.txt"
+        detail = (
+            error.read_text()[-2000:] if error.exists() else outcome.details or outcome.log[-2000:]
+        )
+        raise MedprivError(f"the federated run did not complete ({outcome.status}): {detail}")
+    typer.echo(f"final weights: {out / 'final.npz'}; best round's: {out / 'best.npz'}")
+
+
+@fl_app.command("local")
+@one_line_errors
+def local(
+    out: Annotated[Path, typer.Option(help="working folder")],
+    data: Annotated[
+        str, typer.Option("--data", help="one dataset carved into sites")
+    ] = "synthetic",
+    sites: Annotated[
+        str | None, typer.Option(help="comma-separated sites to run a SuperNode for (default all)")
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="rounds")] = 5,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+) -> None:
+    """A whole deployment on this machine: SuperLink + one SuperNode per site, one run, all
+    processes stopped by PID at the end. For trying Flower out; hospitals use the commands above."""
+    from medpriv.config import load_config
+    from medpriv.data.sources import load_dataset
+    from medpriv.train.federated.deployment import LocalFederation, NodeSpec
+    from medpriv.train.federated.job import job_from_config
+
+    resolved = load_config(None, {"data": {"spec": data}, "federated": {"rounds": rounds}})
+    dataset = load_dataset(resolved.data)
+    if dataset.site_ids is None:
+        raise MedprivError(f"{data} has no sites; pass --site-column for a CSV")
+    names = [s for s in (sites or "").split(",") if s] or sorted({str(s) for s in dataset.site_ids})
+    out = out.resolve()
+    nodes = {name: NodeSpec(data=data, site=name, split_seed=seed) for name in names}
+    job = job_from_config(resolved, out=out / "run", seed=seed, expected_clients=len(nodes))
+    path = job.write(out / "job.json")
+    typer.echo(f"starting a SuperLink and {len(nodes)} SuperNodes ({', '.join(names)})")
+    with LocalFederation(out, nodes) as federation:
+        typer.echo(f"SuperLink at {federation.address}; PIDs {federation.pids()}")
+        outcome = federation.run(path)
+    if not outcome.completed:
+        raise MedprivError(f"the run did not complete ({outcome.status}); logs in {out / 'logs'}")
+    for record in json.loads((out / "run" / "history.json").read_text()):
+        typer.echo(f"round {record['round']:>3}: val AUROC {record['val_auroc']:.4f}")
+    typer.echo(f"every process stopped; results in {out / 'run'}")

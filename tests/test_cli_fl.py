@@ -1,0 +1,44 @@
+"""`medpriv fl`: the wrappers build the documented Flower commands."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from medpriv.cli import app
+
+
+def test_supernode_dry_run_prints_the_flower_command():
+    result = CliRunner().invoke(
+        app,
+        [
+            "fl",
+            "supernode",
+            "--data",
+            "csv:/data/north.csv",
+            "--site",
+            "north",
+            "--target",
+            "outcome",
+            "--superlink",
+            "10.0.0.5:9092",
+            "--port",
+            "9101",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "flower-supernode --insecure --superlink 10.0.0.5:9092" in line
+    assert "--port 9101" in line
+    assert """'data="csv:/data/north.csv" target="outcome" site="north"'""" in line
+
+
+def test_superlink_dry_run_disables_dependency_installation():
+    result = CliRunner().invoke(app, ["fl", "superlink", "--port", "9200", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "--port 9200 --disable-runtime-dependency-installation" in result.output
+
+
+def test_run_rejects_a_bad_strategy_before_contacting_anyone(tmp_path):
+    result = CliRunner().invoke(app, ["fl", "run", "--out", str(tmp_path), "--strategy", "fedsgd"])
+    assert result.exit_code == 2 and "federated.strategy must be one of" in result.output
