@@ -167,3 +167,47 @@ def test_cli_epsilon_sweep_with_private_methods(toy_csv: Path, tmp_path: Path):
         assert audit["claimed_epsilon"] == run["privacy"]["epsilon"]
         assert audit["consistent"] is True and run["attacks"]["mia_lira"]["n_shadow"] == 4
     assert len(list((run_dir / "checkpoints").glob("dp-sgd*.pt"))) == 2
+
+
+def test_cli_federated_methods_fill_results_and_attacks(toy_csv: Path, tmp_path: Path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--data",
+            f"csv:{toy_csv}",
+            "--target",
+            "outcome",
+            "--methods",
+            "fedavg,fedavg-dp,fedavg-cdp",
+            "--epsilons",
+            "3",
+            "--partition",
+            "iid:6",
+            "--rounds",
+            "3",
+            "--hidden",
+            "16",
+            "--fraction",
+            "0.5",
+            "--attacks",
+            "mia_loss,audit,fl_inversion",
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    document = json.loads((run_dir / "results.json").read_text())
+    assert validate_results(document) == []
+    runs = {r["method"]: r for r in document["runs"]}
+    assert set(runs) == {"fedavg", "fedavg-dp", "fedavg-cdp"}
+    assert runs["fedavg"]["privacy"]["epsilon"] is None
+    assert runs["fedavg-dp"]["privacy"]["unit"] == "record"  # a CSV without --unit-column
+    assert runs["fedavg-cdp"]["privacy"]["unit"] == "site"
+    for run in runs.values():
+        assert len(run["history"]) == 3 and run["cost"]["bytes_communicated"] > 0
+        assert {"mia_loss", "audit", "fl_inversion"} <= set(run["attacks"])
+        assert run["params"]["partition"] == "iid:6"
+    assert "Gradient inversion" in (run_dir / "report.html").read_text()
