@@ -55,7 +55,7 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
     assert on_disk["dataset"]["n_records"] == 500
     for run in on_disk["runs"]:
         assert run["privacy"]["epsilon"] is None
-        assert set(run["attacks"]) == set(ATTACK_NAMES)
+        assert set(run["attacks"]) == set(ATTACK_NAMES) - {"fl_inversion"}  # not federated
         assert run["attacks"]["mia_lira"]["n_shadow"] == 4
         assert run["attacks"]["audit"]["consistent"] is None  # nothing claimed
         assert 0.7 < run["utility"]["auroc"] <= 1.0
@@ -119,7 +119,9 @@ def test_unknown_method_fails_before_loading_data(tmp_path: Path):
         },
     )
     with pytest.raises(
-        ValueError, match="unknown method 'nope'; valid: baseline, dp-logreg, dp-sgd, logreg"
+        ValueError,
+        match="unknown method 'nope'; valid: baseline, dp-logreg, dp-sgd, fedavg, fedavg-cdp, "
+        "fedavg-dp, logreg",
     ):
         run_experiment(config)
 

@@ -110,8 +110,9 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
             max(float(np.abs(a - b).max()) for a, b in zip(flower, expected, strict=True)) <= 1e-5
         )
 
-        # 2. A SuperNode killed (SIGKILL) after round 1: later rounds go on with the other two.
-        lost = _job(tmp_path / "lost", rounds=3, round_timeout=15.0)
+        # 2. A SuperNode killed (SIGKILL) after round 1: round 2 goes on with the other two once
+        # the round timeout passes (a killed node never answers).
+        lost = _job(tmp_path / "lost", rounds=2, round_timeout=45.0)
         path = lost.write(tmp_path / "lost.json")
         result = {}
         runner = threading.Thread(target=lambda: result.update(o=federation.run(path)))
@@ -124,13 +125,12 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         assert result["o"].completed, result["o"].log[-3000:]
         rounds = json.loads((tmp_path / "lost" / "history.json").read_text())
         assert rounds[0]["clients"] == 3 and rounds[0]["dropped"] == {}
-        assert [r["clients"] for r in rounds[1:]] == [2, 2]
-        assert all("SICU" in r["dropped"] for r in rounds[1:])
+        assert rounds[1]["clients"] == 2 and "SICU" in rounds[1]["dropped"]
 
-        # 3. The coordinator restarts from its checkpoint: round 4 follows the three done.
-        resumed = replace(lost, rounds=4, resume=True, node_wait_timeout=10.0)
+        # 3. The coordinator restarts from its checkpoint: round 3 follows the two done.
+        resumed = replace(lost, rounds=3, resume=True, node_wait_timeout=10.0)
         outcome = federation.run(resumed.write(tmp_path / "resume.json"), timeout=300)
         assert outcome.completed, outcome.log[-3000:]
         again = json.loads((tmp_path / "lost" / "history.json").read_text())
-        assert [r["round"] for r in again] == [1, 2, 3, 4] and again[:3] == rounds
+        assert [r["round"] for r in again] == [1, 2, 3] and again[:2] == rounds
     assert not any(_alive(pid) for pid in pids)  # every process stopped by PID

@@ -66,7 +66,7 @@ def finish_round(
         else:
             accepted[name] = reply
     for name, reason in dropped.items():
-        log.warning("round %d: client %s left out: %s", round_number, name, reason)
+        log.info("round %d: client %s left out: %s", round_number, name, reason)
     aggregated = len(accepted) >= min_clients
     weights = (
         strategy.aggregate(global_weights, list(accepted.values()))
