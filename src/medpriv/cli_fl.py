@@ -132,6 +132,12 @@ def run(
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="rounds (default 20)")] = None,
     strategy: Annotated[str | None, typer.Option(help="fedavg, fedprox or fedadam")] = None,
+    method: Annotated[
+        str, typer.Option(help="fedavg, fedavg-dp (DP-SGD in clients) or fedavg-cdp")
+    ] = "fedavg",
+    target_epsilon: Annotated[
+        float | None, typer.Option(help="private methods: the target ε")
+    ] = None,
     nodes: Annotated[int, typer.Option(help="wait for this many SuperNodes")] = 2,
     seed: Annotated[int, typer.Option(help="seed of the split, init and client seeds")] = 0,
     resume: Annotated[
@@ -149,11 +155,14 @@ def run(
         {
             "data": {"spec": data},
             "federated": {"rounds": rounds, "strategy": strategy},
+            "privacy": {"target_epsilon": target_epsilon},
             "run": {"attacks": []},
         },
     )
     out = out.resolve()
-    job = job_from_config(resolved, out=out, seed=seed, expected_clients=nodes, resume=resume)
+    job = job_from_config(
+        resolved, out=out, seed=seed, expected_clients=nodes, resume=resume, method=method
+    )
     path = job.write(out / "job.json")
     typer.echo(f"job: {path}")
     outcome = flwr_run(out, superlink=superlink_address, job_path=path, timeout=timeout)
@@ -171,6 +180,8 @@ def run(
             error.read_text()[-2000:] if error.exists() else outcome.details or outcome.log[-2000:]
         )
         raise MedprivError(f"the federated run did not complete ({outcome.status}): {detail}")
+    done = json.loads((out / "done.json").read_text())
+    typer.echo(f"privacy: {done['privacy']['statement']}")
     typer.echo(f"final weights: {out / 'final.npz'}; best round's: {out / 'best.npz'}")
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medpriv.config import DataConfig, SplitConfig
+from medpriv.config import DataConfig, PrivacyConfig, SplitConfig
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.deployment import LocalFederation, NodeSpec
 from medpriv.train.federated.engine import initial_weights, run_rounds
 from medpriv.train.federated.job import FederatedJob, client_arrays
-from medpriv.train.federated.strategy import make_strategy
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +49,8 @@ def _job(out: Path, **changes) -> FederatedJob:
 
 
 def _in_process(job: FederatedJob) -> list[np.ndarray]:
-    """The same federation through the in-process engine."""
-    from medpriv.train.federated.flower_app import coordinator_validation
+    """The same federation through the in-process engine (the same plan for private methods)."""
+    from medpriv.train.federated.flower_app import coordinator_validation, plan_method
 
     pre, x_val, y_val = coordinator_validation(job)
     clients = {
@@ -64,25 +63,32 @@ def _in_process(job: FederatedJob) -> list[np.ndarray]:
         )
         for site in SITES
     }
+    sizes = {site: len(x) for site, (x, _) in clients.items()}
+    recipe, strategy, _, min_clients, poisson = plan_method(job, RECIPE, sizes)
     start = initial_weights(
         x_val.shape[1], RECIPE.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
     )
     return run_rounds(
         clients,
         start,
-        recipe=RECIPE,
-        strategy=make_strategy(job.strategy),
+        recipe=recipe,
+        strategy=strategy,
         rounds=job.rounds,
         fraction=job.fraction,
-        min_clients=job.min_clients,
+        min_clients=min_clients,
         seed=job.seed,
         validation=(x_val, y_val),
+        poisson_clients=poisson,
     )
 
 
 def _npz(path: Path) -> list[np.ndarray]:
     with np.load(path) as arrays:
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max())
 
 
 def _alive(pid: int) -> bool:
@@ -109,6 +115,16 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         assert (
             max(float(np.abs(a - b).max()) for a, b in zip(flower, expected, strict=True)) <= 1e-5
         )
+
+        # 1b. Sample-level DP (DP-SGD inside every client): the same noise, the same ε.
+        private = _job(tmp_path / "dp", method="fedavg-dp", privacy=asdict(PrivacyConfig(3.0)))
+        outcome = federation.run(private.write(tmp_path / "dp.json"), timeout=300)
+        assert outcome.completed, outcome.log[-3000:]
+        flower = _npz(tmp_path / "dp" / "final.npz")
+        expected = _in_process(private)
+        assert max(_max_diff(a, b) for a, b in zip(flower, expected, strict=True)) <= 1e-5
+        spent = json.loads((tmp_path / "dp" / "done.json").read_text())["privacy"]
+        assert 0 < spent["epsilon"] <= 3.0 and spent["sampling"] == "poisson"
 
         # 2. A SuperNode killed (SIGKILL) after round 1: round 2 goes on with the other two once
         # the round timeout passes (a killed node never answers).

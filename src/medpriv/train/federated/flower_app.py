@@ -39,12 +39,15 @@ from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ProtocolError
+from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
+from medpriv.train.dp import VALIDATION_CAVEAT
 from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed, train_client
 from medpriv.train.federated.engine import initial_weights
 from medpriv.train.federated.job import FederatedJob, client_arrays
+from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
 from medpriv.train.federated.server import evaluate_weights, finish_round, select_clients
-from medpriv.train.federated.strategy import make_strategy
+from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights
 
 server_app = ServerApp()
@@ -89,7 +92,12 @@ def describe(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     state = json.loads(str(config["preprocessor"]))
     x, _ = client_arrays(
-        data, site=site, split_seed=split_seed, split=_split_from(config), preprocessor_state=state
+        data,
+        site=site,
+        split_seed=split_seed,
+        split=_split_from(config),
+        preprocessor_state=state,
+        one_per_unit=bool(config.get("private", False)),
     )
     name = site or f"node{context.node_id}"
     return Message(
@@ -115,6 +123,7 @@ def train(msg: Message, context: Context) -> Message:
         split_seed=split_seed,
         split=_split_from(config),
         preprocessor_state=json.loads(str(config["preprocessor"])),
+        one_per_unit=recipe.private,
     )
     weights = msg.content["arrays"].to_numpy_ndarrays()
     update = train_client(weights, x, y, recipe=recipe, seed=int(config["seed"]))
@@ -169,9 +178,10 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         "preprocessor": json.dumps(pre.state_dict()),
         "val-fraction": float(job.split["val_fraction"]),
         "test-fraction": float(job.split["test_fraction"]),
+        "private": job.method == "fedavg-dp",  # DP clients keep one record per unit
     }
-    sites = _discover(grid, job, shared)
-    strategy = make_strategy(job.strategy, server_lr=job.server_lr)
+    sites, sizes = _discover(grid, job, shared)
+    recipe, strategy, accountant, min_clients, poisson = plan_method(job, recipe, sizes)
     weights = initial_weights(
         x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
     )
@@ -179,24 +189,29 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
     checkpoint = out / "checkpoint.pt"
     if job.resume and checkpoint.exists():
         weights, best, history = _restore(checkpoint, strategy)
+        for record in history if accountant is not None else []:
+            accountant.after_round(record)
     for round_number in range(len(history) + 1, job.rounds + 1):
         chosen = select_clients(
             list(sites),
             fraction=job.fraction,
-            min_clients=job.min_clients,
+            min_clients=min_clients,
             seed=job.seed,
             round_number=round_number,
+            poisson=poisson,
         )
         config = {**shared, **recipe.to_config()}
         replies = _train_round(grid, job, sites, chosen, weights, config, round_number)
         weights, record = finish_round(
-            strategy, weights, replies, round_number=round_number, min_clients=job.min_clients
+            strategy, weights, replies, round_number=round_number, min_clients=min_clients
         )
         record = {
             "epoch": round_number,
             **record,
             **evaluate_weights(weights, recipe.hidden, x_val, y_val),
         }
+        if accountant is not None:
+            record.update(accountant.after_round(record))
         if not history or _better(record, max(history, key=_key)):
             best = weights
         history.append(record)
@@ -209,8 +224,52 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
     np.savez(out / "final.npz", *weights)
     np.savez(out / "best.npz", *best)
     (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    privacy = (
+        accountant.spent([VALIDATION_CAVEAT]).to_dict()
+        if accountant is not None
+        else PrivacySpent(sampling="shuffle").to_dict()
+    )
     (out / "done.json").write_text(
-        json.dumps({"rounds": len(history), "sites": sites}), encoding="utf-8"
+        json.dumps({"rounds": len(history), "sites": sites, "sizes": sizes, "privacy": privacy}),
+        encoding="utf-8",
+    )
+
+
+def plan_method(
+    job: FederatedJob, recipe: LocalRecipe, sizes: dict[str, int]
+) -> tuple[LocalRecipe, Strategy, SampleLevelAccountant | ClientLevelAccountant | None, int, bool]:
+    """(client recipe, aggregation, accountant, min clients, Poisson client sampling) for the
+    job's method — the same plan the in-process trainers make."""
+    if job.method == "fedavg-dp":
+        accountant = SampleLevelAccountant(
+            sizes=sizes,
+            recipe=recipe,
+            rounds=job.rounds,
+            privacy=job.privacy_config(),
+            n_units=sum(sizes.values()),
+        )
+        return (
+            accountant.private_recipe(),
+            make_strategy("fedavg"),
+            accountant,
+            job.min_clients,
+            False,
+        )
+    if job.method == "fedavg-cdp":
+        accountant = ClientLevelAccountant(
+            n_clients=len(sizes),
+            sample_rate=job.fraction,
+            rounds=job.rounds,
+            privacy=job.privacy_config(),
+            seed=job.seed,
+        )
+        return recipe, accountant.strategy(), accountant, 0, True
+    return (
+        recipe,
+        make_strategy(job.strategy, server_lr=job.server_lr),
+        None,
+        job.min_clients,
+        False,
     )
 
 
@@ -222,8 +281,9 @@ def _better(record: dict, than: dict) -> bool:
     return _key(record) > _key(than)
 
 
-def _discover(grid: Grid, job: FederatedJob, shared: dict) -> dict[str, int]:
-    """Site name -> node id, after waiting for `expected_clients` SuperNodes to connect."""
+def _discover(grid: Grid, job: FederatedJob, shared: dict) -> tuple[dict[str, int], dict[str, int]]:
+    """(site name -> node id, site name -> training records), after waiting for
+    `expected_clients` SuperNodes to connect."""
     deadline = time.monotonic() + job.node_wait_timeout
     node_ids = sorted(grid.get_node_ids())
     while len(node_ids) < job.expected_clients and time.monotonic() < deadline:
@@ -241,6 +301,7 @@ def _discover(grid: Grid, job: FederatedJob, shared: dict) -> dict[str, int]:
     }
     replies = _exchange(grid, messages, job.round_timeout, job.poll_interval)
     sites: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     for node, reply in replies.items():
         if isinstance(reply, str):
             print(f"[medpriv] node {node} left out: {reply}", flush=True)
@@ -248,10 +309,10 @@ def _discover(grid: Grid, job: FederatedJob, shared: dict) -> dict[str, int]:
         name = str(reply.content["site"]["name"])
         if name in sites:
             raise ProtocolError(f"two SuperNodes claim site {name!r}; give each its own site")
-        sites[name] = node
+        sites[name], sizes[name] = node, int(reply.content["metrics"]["num-examples"])
     if len(sites) < job.min_clients:
         raise ProtocolError(f"only {len(sites)} usable SuperNodes; need {job.min_clients}")
-    return dict(sorted(sites.items()))
+    return dict(sorted(sites.items())), dict(sorted(sizes.items()))
 
 
 def _train_round(

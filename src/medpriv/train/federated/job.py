@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from medpriv.config import FEDAVG_RECIPE, DataConfig, ExperimentConfig, SplitConfig
+from medpriv.config import (
+    FEDAVG_CDP_RECIPE,
+    FEDAVG_DP_RECIPE,
+    FEDAVG_RECIPE,
+    DataConfig,
+    ExperimentConfig,
+    PrivacyConfig,
+    SplitConfig,
+)
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
@@ -44,6 +52,13 @@ class FederatedJob:
     poll_interval: float = 0.2
     resume: bool = False
     notes: list[str] = field(default_factory=list)
+    method: str = "fedavg"  # fedavg | fedavg-dp | fedavg-cdp
+    privacy: dict[str, Any] | None = None  # PrivacyConfig for the private methods
+
+    def privacy_config(self) -> PrivacyConfig:
+        if self.privacy is None:
+            raise ConfigError(f"{self.method} needs privacy settings in the job")
+        return PrivacyConfig(**self.privacy)
 
     def write(self, path: Path) -> Path:
         path = Path(path)
@@ -75,11 +90,19 @@ def job_from_config(
     seed: int,
     expected_clients: int,
     resume: bool = False,
+    method: str = "fedavg",
 ) -> FederatedJob:
-    """The job for a non-private federated run of this experiment config on Flower."""
+    """The job for a federated run of this experiment config on Flower."""
     from medpriv.train.federated.client import LocalRecipe
 
-    fed, train = config.federated, config.train.resolved(FEDAVG_RECIPE)
+    recipes = {
+        "fedavg": FEDAVG_RECIPE,
+        "fedavg-dp": FEDAVG_DP_RECIPE,
+        "fedavg-cdp": FEDAVG_CDP_RECIPE,
+    }
+    if method not in recipes:
+        raise ConfigError(f"unknown federated method {method!r}; valid: {', '.join(recipes)}")
+    fed, train = config.federated, config.train.resolved(recipes[method])
     recipe = LocalRecipe(
         hidden=tuple(train.hidden),
         epochs=int(train.epochs),
@@ -104,6 +127,8 @@ def job_from_config(
         server_lr=fed.server_lr,
         expected_clients=expected_clients,
         resume=resume,
+        method=method,
+        privacy=asdict(config.privacy) if method != "fedavg" else None,
     )
 
 
@@ -146,8 +171,14 @@ def client_arrays(
     split_seed: int | None,
     split: SplitConfig,
     preprocessor_state: dict,
+    one_per_unit: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(design matrix, labels) of a client's training rows, with the server's preprocessing."""
+    """(design matrix, labels) of a client's training rows, with the server's preprocessing;
+    `one_per_unit` (DP clients) keeps one random record of each privacy unit."""
     rows = client_training_rows(load_dataset(data), site=site, split_seed=split_seed, split=split)
+    if one_per_unit and rows.n_units < len(rows):
+        from medpriv.train.dp import one_record_per_unit
+
+        rows = one_record_per_unit(rows, split_seed or 0)
     pre = Preprocessor.from_state(rows.schema, preprocessor_state)
     return pre.transform(rows.features), rows.labels.astype(np.int64)
