@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from medpriv.config import TrainConfig
 from medpriv.errors import ProtocolError
 from medpriv.models import MLP
 from medpriv.train.dp_fast import clipped_grad_sum
@@ -50,6 +51,20 @@ class LocalRecipe:
         """DP: (Poisson rate q, steps per local epoch) for a client with n examples."""
         q = min(1.0, self.batch_size / n_examples)
         return q, max(1, round(1 / q))
+
+    @classmethod
+    def from_train_config(cls, config: TrainConfig) -> LocalRecipe:
+        """The client recipe from a resolved TrainConfig (epochs are local epochs)."""
+        return cls(
+            hidden=tuple(config.hidden),
+            epochs=int(config.epochs),
+            batch_size=int(config.batch_size),
+            lr=float(config.lr),
+            optimizer=str(config.optimizer),
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            dropout=float(config.dropout),
+        )
 
     def to_config(self) -> dict[str, int | float | str]:
         """Flat scalars (hidden as "128,64"), as a Flower ConfigRecord holds them."""

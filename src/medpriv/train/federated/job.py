@@ -10,7 +10,7 @@ that client.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +103,9 @@ def job_from_config(
     if method not in recipes:
         raise ConfigError(f"unknown federated method {method!r}; valid: {', '.join(recipes)}")
     fed, train = config.federated, config.train.resolved(recipes[method])
-    recipe = LocalRecipe(
-        hidden=tuple(train.hidden),
-        epochs=int(train.epochs),
-        batch_size=int(train.batch_size),
-        lr=float(train.lr),
-        optimizer=str(train.optimizer),
-        momentum=train.momentum,
-        weight_decay=train.weight_decay,
-        dropout=float(train.dropout),
-        proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0,
-    )
+    recipe = LocalRecipe.from_train_config(train)
+    if fed.strategy == "fedprox":
+        recipe = replace(recipe, proximal_mu=fed.proximal_mu)
     return FederatedJob(
         data=asdict(config.data),
         split=asdict(config.split),

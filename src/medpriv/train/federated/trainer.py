@@ -114,16 +114,7 @@ class FedAvgTrainer:
         x_train, y_train = data.x_train.numpy(), data.y_train.numpy()
         clients = {name: (x_train[rows], y_train[rows]) for name, rows in parts.clients.items()}
         plan = self._plan(
-            LocalRecipe(
-                hidden=tuple(config.hidden),
-                epochs=int(config.epochs),
-                batch_size=int(config.batch_size),
-                lr=float(config.lr),
-                optimizer=str(config.optimizer),
-                momentum=config.momentum,
-                weight_decay=config.weight_decay,
-                dropout=float(config.dropout),
-            ),
+            LocalRecipe.from_train_config(config),
             parts.sizes(),
             privacy=privacy,
             n_units=splits.train.n_units,
