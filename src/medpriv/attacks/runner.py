@@ -105,6 +105,11 @@ def train_shadow_outputs(
             population=shadows.margins(design(pool.population.features)),
             in_mask=in_mask,
         )
+    # Noisy methods: the shadows use the target's σ (public in its privacy statement) rather
+    # than re-calibrating to their own data sizes — the same mechanism, and no calibration cost.
+    sigma = model.privacy.noise_multiplier
+    if privacy is not None and sigma is not None:
+        privacy = replace(privacy, noise_multiplier=float(sigma))
     pool_margins, population_margins = [], []
     for index in range(k):
         part = pool.records.subset(np.flatnonzero(in_mask[index]))
