@@ -28,6 +28,11 @@ from medpriv.privacy.accounting import (
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.strategy import DPFedAvg
 
+SIZES_CAVEAT = (
+    "each client's record count (its sampling rate and FedAvg weight) is treated as public, as "
+    "DP-SGD treats the dataset size"
+)
+
 
 @lru_cache(maxsize=4096)
 def _epsilon(accountant: str, sigma: float, q: float, steps: int, delta: float) -> float:
@@ -135,7 +140,7 @@ class SampleLevelAccountant:
                 f"DP-SGD on every client; ε is the largest client's ({worst}), whose q and steps "
                 "are shown"
             ),
-            caveats=tuple(caveats),
+            caveats=(*caveats, SIZES_CAVEAT),
         )
 
 
