@@ -37,6 +37,18 @@ def _start(command: list[str], home: Path, dry_run: bool) -> None:
     raise typer.Exit(subprocess.call(command, env=flower_env(home)))
 
 
+def _print_rounds(history: Path) -> None:
+    """One line per completed round of a coordinator's history.json (if it was written)."""
+    if not history.exists():
+        return
+    for record in json.loads(history.read_text()):
+        dropped = ", ".join(f"{k} ({v})" for k, v in record["dropped"].items()) or "none"
+        typer.echo(
+            f"round {record['round']:>3}: {record['clients']} clients, val AUROC "
+            f"{record['val_auroc']:.4f}, dropped: {dropped}"
+        )
+
+
 def _quote(text: str) -> str:
     return shlex.quote(text)
 
@@ -166,14 +178,7 @@ def run(
     path = job.write(out / "job.json")
     typer.echo(f"job: {path}")
     outcome = flwr_run(out, superlink=superlink_address, job_path=path, timeout=timeout)
-    history_path = out / "history.json"
-    if history_path.exists():
-        for record in json.loads(history_path.read_text()):
-            dropped = ", ".join(f"{k} ({v})" for k, v in record["dropped"].items()) or "none"
-            typer.echo(
-                f"round {record['round']:>3}: {record['clients']} clients, val AUROC "
-                f"{record['val_auroc']:.4f}, dropped: {dropped}"
-            )
+    _print_rounds(out / "history.json")
     if not outcome.completed:
         error = out / "error.txt"
         detail = (
@@ -220,6 +225,5 @@ def local(
         outcome = federation.run(path)
     if not outcome.completed:
         raise MedprivError(f"the run did not complete ({outcome.status}); logs in {out / 'logs'}")
-    for record in json.loads((out / "run" / "history.json").read_text()):
-        typer.echo(f"round {record['round']:>3}: val AUROC {record['val_auroc']:.4f}")
+    _print_rounds(out / "run" / "history.json")
     typer.echo(f"every process stopped; results in {out / 'run'}")

@@ -90,8 +90,16 @@ def flower_env(home: Path) -> dict[str, str]:
 class Process:
     """A child process in its own session, logging to a file; `stop()` ends it by PID."""
 
-    def __init__(self, name: str, command: list[str], *, env: dict[str, str], log: Path) -> None:
-        self.name, self.log_path = name, log
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        env: dict[str, str],
+        log: Path,
+        port: int | None = None,
+    ) -> None:
+        self.name, self.log_path, self.port = name, log, port
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
@@ -180,8 +188,8 @@ def start_superlink(workdir: Path, *, port: int | None = None, timeout: float = 
         ],
         env=flower_env(workdir / "home" / "superlink"),
         log=workdir / "logs" / "superlink.log",
+        port=port,
     )
-    process.port = port  # type: ignore[attr-defined]
     try:
         wait_until(
             lambda: process.alive() and _healthy(port), timeout=timeout, what="the SuperLink"
@@ -304,7 +312,7 @@ class LocalFederation:
     @property
     def address(self) -> str:
         assert self.superlink is not None
-        return f"127.0.0.1:{self.superlink.port}"  # type: ignore[attr-defined]
+        return f"127.0.0.1:{self.superlink.port}"
 
     def __enter__(self) -> LocalFederation:
         try:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -40,13 +39,20 @@ from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ProtocolError
 from medpriv.privacy.accounting import PrivacySpent
-from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 from medpriv.train.dp import VALIDATION_CAVEAT
 from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed, train_client
 from medpriv.train.federated.engine import initial_weights
 from medpriv.train.federated.job import FederatedJob, client_arrays
 from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
-from medpriv.train.federated.server import evaluate_weights, finish_round, select_clients
+from medpriv.train.federated.server import (
+    best_of,
+    better_round,
+    evaluate_weights,
+    finish_round,
+    load_federation,
+    save_federation,
+    select_clients,
+)
 from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights
 
@@ -187,10 +193,18 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
     )
     best, history = weights, []
     checkpoint = out / "checkpoint.pt"
+    # What a resume must match (not the sites: a restarted run may have lost a hospital).
+    meta = {
+        "method": job.method,
+        "seed": job.seed,
+        "strategy": strategy.name,
+        "hidden": list(recipe.hidden),
+    }
     if job.resume and checkpoint.exists():
-        weights, best, history = _restore(checkpoint, strategy)
+        weights, best, history = load_federation(checkpoint, strategy=strategy, meta=meta)
         for record in history if accountant is not None else []:
             accountant.after_round(record)
+    best_record = best_of(history)
     for round_number in range(len(history) + 1, job.rounds + 1):
         chosen = select_clients(
             list(sites),
@@ -212,10 +226,12 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         }
         if accountant is not None:
             record.update(accountant.after_round(record))
-        if not history or _better(record, max(history, key=_key)):
-            best = weights
+        if better_round(record, best_record):
+            best, best_record = weights, record
         history.append(record)
-        _save(checkpoint, weights, best, history, strategy)
+        save_federation(
+            checkpoint, weights=weights, best=best, history=history, strategy=strategy, meta=meta
+        )
         print(
             f"[medpriv] round {round_number}: {record['clients']} clients, "
             f"val AUROC {record['val_auroc']:.4f}, dropped {sorted(record['dropped'])}",
@@ -271,14 +287,6 @@ def plan_method(
         job.min_clients,
         False,
     )
-
-
-def _key(record: dict) -> tuple[float, float]:
-    return record["val_auroc"], -record["val_loss"]
-
-
-def _better(record: dict, than: dict) -> bool:
-    return _key(record) > _key(than)
 
 
 def _discover(grid: Grid, job: FederatedJob, shared: dict) -> tuple[dict[str, int], dict[str, int]]:
@@ -393,21 +401,3 @@ def _exchange(
     for message_id in pending:
         out[by_id[message_id]] = f"no reply within {timeout:g} s"
     return out
-
-
-def _save(path: Path, weights: Weights, best: Weights, history: list, strategy: Any) -> None:
-    state = {f"w{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(weights)}
-    state.update({f"b{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(best)})
-    state.update({f"s_{k}": torch.from_numpy(np.asarray(v)) for k, v in strategy.state().items()})
-    save_checkpoint(path, state=state, meta={"history": history})
-
-
-def _restore(path: Path, strategy: Any) -> tuple[Weights, Weights, list]:
-    state, meta = load_checkpoint(path)
-    n = len([k for k in state if k.startswith("w")])
-    strategy.load_state({k[2:]: v.numpy() for k, v in state.items() if k.startswith("s_")})
-    return (
-        [state[f"w{i}"].numpy() for i in range(n)],
-        [state[f"b{i}"].numpy() for i in range(n)],
-        list(meta.get("history", [])),
-    )

@@ -6,14 +6,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from medpriv.errors import CheckpointError
 from medpriv.metrics import auroc
 from medpriv.models import MLP
+from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 from medpriv.train.federated.client import ClientUpdate
 from medpriv.train.federated.strategy import Strategy
 from medpriv.train.federated.weights import Weights, n_bytes, set_weights, update_problems
@@ -98,3 +101,58 @@ def evaluate_weights(
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
     margin = (logits[:, 1] - logits[:, 0]).numpy()
     return {"val_loss": float(F.cross_entropy(logits, labels)), "val_auroc": auroc(y, margin)}
+
+
+def round_key(record: dict) -> tuple[float, float]:
+    """How rounds compare: validation AUROC, then the lower validation loss."""
+    return record["val_auroc"], -record["val_loss"]
+
+
+def best_of(history: list[dict]) -> dict | None:
+    """The best round so far (the first of equals), None before any round."""
+    return max(history, key=round_key, default=None)
+
+
+def better_round(record: dict, than: dict | None) -> bool:
+    """Strictly better than `than` by `round_key` (True against None)."""
+    return than is None or round_key(record) > round_key(than)
+
+
+def save_federation(
+    path: Path,
+    *,
+    weights: Weights,
+    best: Weights,
+    history: list[dict],
+    strategy: Strategy,
+    meta: dict[str, Any],
+) -> None:
+    """The coordinator's state after a round: global and best weights, strategy state,
+    history, and `meta` (what a resume must match)."""
+    state = {f"w{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(weights)}
+    state.update({f"b{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(best)})
+    state.update({f"s_{k}": torch.from_numpy(np.asarray(v)) for k, v in strategy.state().items()})
+    save_checkpoint(path, state=state, meta={**meta, "history": history})
+
+
+def load_federation(
+    path: Path, *, strategy: Strategy, meta: dict[str, Any]
+) -> tuple[Weights, Weights, list[dict]]:
+    """(global weights, best weights, history) from `save_federation`; the strategy's state is
+    restored in place. A checkpoint written with other `meta` is refused."""
+    state, saved = load_checkpoint(path)
+    history = saved.pop("history", [])
+    saved.pop("format", None)
+    changed = sorted(k for k in set(meta) | set(saved) if meta.get(k) != saved.get(k))
+    if changed:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different federated run (differs in "
+            f"{', '.join(changed)}); start fresh without resuming"
+        )
+    n = len([k for k in state if k.startswith("w")])
+    strategy.load_state({k[2:]: v.numpy() for k, v in state.items() if k.startswith("s_")})
+    return (
+        [state[f"w{i}"].numpy() for i in range(n)],
+        [state[f"b{i}"].numpy() for i in range(n)],
+        list(history),
+    )

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medpriv.config import (
@@ -28,16 +27,21 @@ from medpriv.config import (
 )
 from medpriv.data.partition import partition
 from medpriv.data.splits import Splits
-from medpriv.errors import CheckpointError, PrivacyError
+from medpriv.errors import PrivacyError
 from medpriv.models import MLP
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
 from medpriv.train.baseline import finish_scorer, prepare
-from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 from medpriv.train.dp import VALIDATION_CAVEAT, apply_unit_policy
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.engine import initial_weights, run_rounds
 from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
+from medpriv.train.federated.server import (
+    best_of,
+    better_round,
+    load_federation,
+    save_federation,
+)
 from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights, set_weights
 from medpriv.train.loop import EpochCallback
@@ -134,24 +138,31 @@ class FedAvgTrainer:
             "fraction": fed.fraction,
             "min_clients": plan.min_clients,
         }
-        weights, history, done = _initial(data.x_train.shape[1], config, seed, data.y_val)
-        best = weights
+        weights = _initial(data.x_train.shape[1], config, seed, data.y_val)
+        best, history = weights, []
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            weights, best, history, done = _restore(Path(checkpoint), meta, strategy)
-            if accountant is not None:
-                for record in history:
-                    accountant.after_round(record)
+            weights, best, history = load_federation(Path(checkpoint), strategy=strategy, meta=meta)
+            for record in history if accountant is not None else []:
+                accountant.after_round(record)
+        best_record = best_of(history)
 
         def after_round(round_number: int, new: Weights, record: dict[str, Any]) -> None:
-            nonlocal best
+            nonlocal best, best_record
             record = {"epoch": round_number, **record}
             if accountant is not None:
                 record.update(accountant.after_round(record))
-            if _best_round(history) is None or _better(record, history[_best_round(history)]):
-                best = new
+            if better_round(record, best_record):
+                best, best_record = new, record
             history.append(record)
             if checkpoint is not None:
-                _save(Path(checkpoint), new, best, history, strategy, meta)
+                save_federation(
+                    Path(checkpoint),
+                    weights=new,
+                    best=best,
+                    history=history,
+                    strategy=strategy,
+                    meta=meta,
+                )
             if on_epoch is not None:
                 on_epoch(round_number, record)
 
@@ -165,13 +176,12 @@ class FedAvgTrainer:
             min_clients=plan.min_clients,
             seed=seed,
             validation=(data.x_val.numpy(), data.y_val.numpy()),
-            start_round=done + 1,
+            start_round=len(history) + 1,
             on_round=after_round,
             poisson_clients=plan.poisson_clients,
         )
         network = MLP(data.x_train.shape[1], recipe.hidden)
         set_weights(network, best)
-        best_round = _best_round(history)
         scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
         spent = (
             accountant.spent(caveats)
@@ -188,7 +198,7 @@ class FedAvgTrainer:
             "batch_size": recipe.batch_size,
             "local_epochs": recipe.epochs,
             "epochs_run": len(history),
-            "best_epoch": None if best_round is None else history[best_round]["round"],
+            "best_epoch": None if best_record is None else best_record["round"],
             "rounds": fed.rounds,
             "strategy": strategy.name,
             "proximal_mu": recipe.proximal_mu,
@@ -266,54 +276,7 @@ class FedAvgCDPTrainer(FedAvgTrainer):
         return _Plan(recipe, accountant.strategy(), 0, True, accountant)
 
 
-def _initial(
-    in_features: int, config: TrainConfig, seed: int, y_val: torch.Tensor
-) -> tuple[Weights, list[dict], int]:
-    """Round-0 weights; no rounds done yet."""
-    positive_rate = float(y_val.float().mean())
-    return (
-        initial_weights(in_features, config.hidden, seed=seed, positive_rate=positive_rate),
-        [],
-        0,
-    )
-
-
-def _better(record: dict, than: dict) -> bool:
-    """Higher validation AUROC; equal AUROC and lower validation loss."""
-    key = (record["val_auroc"], -record["val_loss"])
-    return key > (than["val_auroc"], -than["val_loss"])
-
-
-def _best_round(history: list[dict]) -> int | None:
-    """Index of the best round so far (the first of equals), None before any round."""
-    best = None
-    for i, record in enumerate(history):
-        if best is None or _better(record, history[best]):
-            best = i
-    return best
-
-
-def _save(
-    path: Path, weights: Weights, best: Weights, history: list, strategy: Any, meta: dict
-) -> None:
-    state = {f"w{i}": torch.from_numpy(w) for i, w in enumerate(weights)}
-    state.update({f"b{i}": torch.from_numpy(w) for i, w in enumerate(best)})
-    state.update({f"s_{k}": torch.from_numpy(np.asarray(v)) for k, v in strategy.state().items()})
-    save_checkpoint(path, state=state, meta={**meta, "history": history})
-
-
-def _restore(path: Path, meta: dict, strategy: Any) -> tuple[Weights, Weights, list[dict], int]:
-    state, saved = load_checkpoint(path)
-    history = saved.pop("history", [])
-    saved.pop("format", None)
-    changed = sorted(k for k in set(meta) | set(saved) if meta.get(k) != saved.get(k))
-    if changed:
-        raise CheckpointError(
-            f"checkpoint {path} was written by a different federated run (differs in "
-            f"{', '.join(changed)}); start fresh without --resume"
-        )
-    n = len([k for k in state if k.startswith("w")])
-    weights = [state[f"w{i}"].numpy() for i in range(n)]
-    best = [state[f"b{i}"].numpy() for i in range(n)]
-    strategy.load_state({k[2:]: v.numpy() for k, v in state.items() if k.startswith("s_")})
-    return weights, best, history, len(history)
+def _initial(in_features: int, config: TrainConfig, seed: int, y_val: torch.Tensor) -> Weights:
+    """Round-0 weights: seeded, output bias at the validation prior."""
+    rate = float(y_val.float().mean())
+    return initial_weights(in_features, config.hidden, seed=seed, positive_rate=rate)
