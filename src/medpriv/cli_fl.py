@@ -150,6 +150,9 @@ def run(
     target_epsilon: Annotated[
         float | None, typer.Option(help="private methods: the target ε")
     ] = None,
+    secagg: Annotated[
+        bool, typer.Option("--secagg", help="SecAgg+: the coordinator sees only the aggregate")
+    ] = False,
     nodes: Annotated[int, typer.Option(help="wait for this many SuperNodes")] = 2,
     seed: Annotated[int, typer.Option(help="seed of the split, init and client seeds")] = 0,
     resume: Annotated[
@@ -173,7 +176,13 @@ def run(
     )
     out = out.resolve()
     job = job_from_config(
-        resolved, out=out, seed=seed, expected_clients=nodes, resume=resume, method=method
+        resolved,
+        out=out,
+        seed=seed,
+        expected_clients=nodes,
+        resume=resume,
+        method=method,
+        secagg=secagg,
     )
     path = job.write(out / "job.json")
     typer.echo(f"job: {path}")
@@ -187,6 +196,8 @@ def run(
         raise MedprivError(f"the federated run did not complete ({outcome.status}): {detail}")
     done = json.loads((out / "done.json").read_text())
     typer.echo(f"privacy: {done['privacy']['statement']}")
+    if done.get("secure_aggregation"):
+        typer.echo(f"secure aggregation: {done['secure_aggregation']}")
     typer.echo(f"final weights: {out / 'final.npz'}; best round's: {out / 'best.npz'}")
 
 
@@ -201,6 +212,13 @@ def local(
         str | None, typer.Option(help="comma-separated sites to run a SuperNode for (default all)")
     ] = None,
     rounds: Annotated[int, typer.Option(help="rounds")] = 5,
+    method: Annotated[str, typer.Option(help="fedavg, fedavg-dp or fedavg-cdp")] = "fedavg",
+    target_epsilon: Annotated[
+        float | None, typer.Option(help="private methods: the target ε")
+    ] = None,
+    secagg: Annotated[
+        bool, typer.Option("--secagg", help="SecAgg+: the coordinator sees only the aggregate")
+    ] = False,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
 ) -> None:
     """A whole deployment on this machine: SuperLink + one SuperNode per site, one run, all
@@ -210,14 +228,28 @@ def local(
     from medpriv.train.federated.deployment import LocalFederation, NodeSpec
     from medpriv.train.federated.job import job_from_config
 
-    resolved = load_config(None, {"data": {"spec": data}, "federated": {"rounds": rounds}})
+    resolved = load_config(
+        None,
+        {
+            "data": {"spec": data},
+            "federated": {"rounds": rounds},
+            "privacy": {"target_epsilon": target_epsilon},
+        },
+    )
     dataset = load_dataset(resolved.data)
     if dataset.site_ids is None:
         raise MedprivError(f"{data} has no sites; pass --site-column for a CSV")
     names = [s for s in (sites or "").split(",") if s] or sorted({str(s) for s in dataset.site_ids})
     out = out.resolve()
     nodes = {name: NodeSpec(data=data, site=name, split_seed=seed) for name in names}
-    job = job_from_config(resolved, out=out / "run", seed=seed, expected_clients=len(nodes))
+    job = job_from_config(
+        resolved,
+        out=out / "run",
+        seed=seed,
+        expected_clients=len(nodes),
+        method=method,
+        secagg=secagg,
+    )
     path = job.write(out / "job.json")
     typer.echo(f"starting a SuperLink and {len(nodes)} SuperNodes ({', '.join(names)})")
     with LocalFederation(out, nodes) as federation:
@@ -226,4 +258,6 @@ def local(
     if not outcome.completed:
         raise MedprivError(f"the run did not complete ({outcome.status}); logs in {out / 'logs'}")
     _print_rounds(out / "run" / "history.json")
+    done = json.loads((out / "run" / "done.json").read_text())
+    typer.echo(f"privacy: {done['privacy']['statement']}")
     typer.echo(f"every process stopped; results in {out / 'run'}")

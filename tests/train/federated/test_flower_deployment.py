@@ -2,7 +2,7 @@
 
 It must reproduce the in-process engine's weights for the same data and seeds, carry on when a
 SuperNode is killed mid-run, and resume from the coordinator's checkpoint; every process is
-stopped by PID. Slow (process start-up and Flower's polling): about three minutes.
+stopped by PID. Slow (process start-up and Flower's polling): about four minutes.
 """
 
 from __future__ import annotations
@@ -125,6 +125,31 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         assert max(_max_diff(a, b) for a, b in zip(flower, expected, strict=True)) <= 1e-5
         spent = json.loads((tmp_path / "dp" / "done.json").read_text())["privacy"]
         assert 0 < spent["epsilon"] <= 3.0 and spent["sampling"] == "poisson"
+
+        # 1c. The same private run under SecAgg+: the coordinator sees only each round's
+        # aggregate, quantized to 2^30 levels on ±8, and still lands on the same weights.
+        secure = replace(private, out=str(tmp_path / "secagg"), secagg=True)
+        outcome = federation.run(secure.write(tmp_path / "secagg.json"), timeout=300)
+        assert outcome.completed, outcome.log[-3000:]
+        flower = _npz(tmp_path / "secagg" / "final.npz")
+        assert max(_max_diff(a, b) for a, b in zip(flower, expected, strict=True)) <= 1e-5
+        history = json.loads((tmp_path / "secagg" / "history.json").read_text())
+        assert [r["secure_aggregation"] for r in history] == ["SecAgg+", "SecAgg+"]
+        assert all(r["clients"] == 3 and r["dropped"] == {} for r in history)
+        done = json.loads((tmp_path / "secagg" / "done.json").read_text())
+        assert done["secure_aggregation"].startswith("SecAgg+")
+
+        # 1d. Client-level DP (clipped updates, server noise, Poisson client sampling).
+        central = _job(
+            tmp_path / "cdp", method="fedavg-cdp", fraction=0.9, privacy=asdict(PrivacyConfig(8.0))
+        )
+        outcome = federation.run(central.write(tmp_path / "cdp.json"), timeout=300)
+        assert outcome.completed, outcome.log[-3000:]
+        flower = _npz(tmp_path / "cdp" / "final.npz")
+        expected = _in_process(central)
+        assert max(_max_diff(a, b) for a, b in zip(flower, expected, strict=True)) <= 1e-5
+        spent = json.loads((tmp_path / "cdp" / "done.json").read_text())["privacy"]
+        assert spent["unit"] == "site" and 0 < spent["epsilon"] <= 8.0
 
         # 2. A SuperNode killed (SIGKILL) after round 1: round 2 goes on with the other two once
         # the round timeout passes (a killed node never answers).

@@ -44,7 +44,7 @@ publisher = "medpriv"
 
 [tool.flwr.app.components]
 serverapp = "medpriv.train.federated.flower_app:server_app"
-clientapp = "medpriv.train.federated.flower_app:client_app"
+clientapp = "medpriv.train.federated.flower_client:client_app"
 
 [tool.flwr.app.config]
 job = ""

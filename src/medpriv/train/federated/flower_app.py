@@ -1,5 +1,5 @@
-"""The Flower app: a ServerApp and a ClientApp over the same client-training and aggregation code
-as the in-process engine (`medpriv.train.federated.client` / `.server`).
+"""The Flower ServerApp, over the same aggregation code as the in-process engine
+(`medpriv.train.federated.server`); its ClientApp is `medpriv.train.federated.flower_client`.
 
 The ServerApp reads a `FederatedJob` (path in the run config, key `job`), asks every SuperNode
 which site it is and how many training records it holds, then runs the rounds with its own
@@ -18,7 +18,6 @@ import json
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flwr.app import (
@@ -27,28 +26,28 @@ from flwr.app import (
     Context,
     Message,
     MessageType,
-    MetricRecord,
     RecordDict,
 )
-from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from medpriv.config import DataConfig, SplitConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ProtocolError
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.dp import VALIDATION_CAVEAT
-from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed, train_client
+from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed
 from medpriv.train.federated.engine import initial_weights
-from medpriv.train.federated.job import FederatedJob, client_arrays
+from medpriv.train.federated.job import FederatedJob
+from medpriv.train.federated.messaging import exchange
 from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
+from medpriv.train.federated.secagg import SecAggSettings, secure_round
 from medpriv.train.federated.server import (
     best_of,
     better_round,
     evaluate_weights,
     finish_round,
+    finish_secure_round,
     load_federation,
     save_federation,
     select_clients,
@@ -57,94 +56,13 @@ from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights
 
 server_app = ServerApp()
-client_app = ClientApp()
 
-
-# --- client side -------------------------------------------------------------------------------
-
-
-def _node_settings(context: Context) -> tuple[DataConfig, str | None, int | None]:
-    """The node's data (its `--node-config`): data spec, CSV options, site, split seed."""
-    cfg = context.node_config
-    if "data" not in cfg:
-        raise ProtocolError("this SuperNode has no 'data' in its --node-config")
-    data = DataConfig(
-        spec=str(cfg["data"]),
-        target=_opt_str(cfg.get("target")),
-        positive=_opt_str(cfg.get("positive")),
-        threshold=float(cfg["threshold"]) if "threshold" in cfg else None,
-        unit_column=_opt_str(cfg.get("unit-column")),
-        site_column=_opt_str(cfg.get("site-column")),
-    )
-    split_seed = int(cfg["split-seed"]) if "split-seed" in cfg else None
-    return data, _opt_str(cfg.get("site")), split_seed
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _split_from(config: ConfigRecord) -> SplitConfig:
-    return SplitConfig(
-        val_fraction=float(config["val-fraction"]), test_fraction=float(config["test-fraction"])
-    )
-
-
-@client_app.query()
-def describe(msg: Message, context: Context) -> Message:
-    """Which site this node is and how many training records it holds (sizes are public to the
-    coordinator, as in every FedAvg deployment: they weight the average)."""
-    data, site, split_seed = _node_settings(context)
-    config = msg.content["config"]
-    state = json.loads(str(config["preprocessor"]))
-    x, _ = client_arrays(
-        data,
-        site=site,
-        split_seed=split_seed,
-        split=_split_from(config),
-        preprocessor_state=state,
-        one_per_unit=bool(config.get("private", False)),
-    )
-    name = site or f"node{context.node_id}"
-    return Message(
-        content=RecordDict(
-            {
-                "site": ConfigRecord({"name": name}),
-                "metrics": MetricRecord({"num-examples": len(x), "features": int(x.shape[1])}),
-            }
-        ),
-        reply_to=msg,
-    )
-
-
-@client_app.train()
-def train(msg: Message, context: Context) -> Message:
-    """One round on this node's rows with the recipe, seed and preprocessing sent by the server."""
-    data, site, split_seed = _node_settings(context)
-    config = msg.content["config"]
-    recipe = LocalRecipe.from_config(dict(config))
-    x, y = client_arrays(
-        data,
-        site=site,
-        split_seed=split_seed,
-        split=_split_from(config),
-        preprocessor_state=json.loads(str(config["preprocessor"])),
-        one_per_unit=recipe.private,
-    )
-    weights = msg.content["arrays"].to_numpy_ndarrays()
-    update = train_client(weights, x, y, recipe=recipe, seed=int(config["seed"]))
-    metrics: dict[str, int | float] = {
-        "num-examples": update.n_examples,
-        "steps": update.steps,
-        "train-loss": -1.0 if update.train_loss is None else update.train_loss,
-        "sample-rate": -1.0 if update.sample_rate is None else update.sample_rate,
-    }
-    return Message(
-        content=RecordDict(
-            {"arrays": ArrayRecord(update.weights), "metrics": MetricRecord(metrics)}
-        ),
-        reply_to=msg,
-    )
+SECAGG_STATEMENT = (
+    "SecAgg+ (Flower's implementation): the coordinator saw only each round's records-weighted "
+    "mean of the clients' weights, plus each client's record count and training loss; it "
+    "protects against an honest-but-curious coordinator, not a malicious one (Flower derives "
+    "masks from 32-bit seeds)"
+)
 
 
 # --- server side -------------------------------------------------------------------------------
@@ -215,10 +133,24 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
             poisson=poisson,
         )
         config = {**shared, **recipe.to_config()}
-        replies = _train_round(grid, job, sites, chosen, weights, config, round_number)
-        weights, record = finish_round(
-            strategy, weights, replies, round_number=round_number, min_clients=min_clients
-        )
+        if job.secagg:
+            weights, record = _secure_round(
+                grid,
+                job,
+                strategy,
+                sites,
+                sizes,
+                chosen,
+                weights,
+                config,
+                round_number,
+                min_clients,
+            )
+        else:
+            replies = _train_round(grid, job, sites, chosen, weights, config, round_number)
+            weights, record = finish_round(
+                strategy, weights, replies, round_number=round_number, min_clients=min_clients
+            )
         record = {
             "epoch": round_number,
             **record,
@@ -246,7 +178,15 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         else PrivacySpent(sampling="shuffle").to_dict()
     )
     (out / "done.json").write_text(
-        json.dumps({"rounds": len(history), "sites": sites, "sizes": sizes, "privacy": privacy}),
+        json.dumps(
+            {
+                "rounds": len(history),
+                "sites": sites,
+                "sizes": sizes,
+                "privacy": privacy,
+                "secure_aggregation": SECAGG_STATEMENT if job.secagg else None,
+            }
+        ),
         encoding="utf-8",
     )
 
@@ -289,6 +229,48 @@ def plan_method(
     )
 
 
+def _secure_round(
+    grid: Grid,
+    job: FederatedJob,
+    strategy: Strategy,
+    sites: dict[str, int],
+    sizes: dict[str, int],
+    chosen: list[str],
+    weights: Weights,
+    config: dict,
+    round_number: int,
+    min_clients: int,
+) -> tuple[Weights, dict]:
+    """A round under SecAgg+ (the coordinator sees the aggregate only)."""
+    settings = SecAggSettings(shares=job.secagg_shares, threshold=job.secagg_threshold)
+    connected = set(grid.get_node_ids())
+    reachable = [site for site in chosen if sites[site] in connected]
+    fit_configs = {
+        site: {
+            **config,
+            "seed": client_seed(job.seed, round_number, site),
+            "round": round_number,
+            "secagg-clip": settings.clipping_range,
+        }
+        for site in reachable
+    }
+    outcome = secure_round(
+        grid,
+        nodes=sites,
+        fit_configs=fit_configs,
+        weights=weights,
+        sizes=sizes,
+        round_number=round_number,
+        timeout=job.round_timeout,
+        poll=job.poll_interval,
+        settings=settings,
+    )
+    outcome.dropped.update({site: "node not connected" for site in chosen if site not in reachable})
+    return finish_secure_round(
+        strategy, weights, outcome, round_number=round_number, min_clients=min_clients
+    )
+
+
 def _discover(grid: Grid, job: FederatedJob, shared: dict) -> tuple[dict[str, int], dict[str, int]]:
     """(site name -> node id, site name -> training records), after waiting for
     `expected_clients` SuperNodes to connect."""
@@ -307,7 +289,7 @@ def _discover(grid: Grid, job: FederatedJob, shared: dict) -> tuple[dict[str, in
         )
         for node in node_ids
     }
-    replies = _exchange(grid, messages, job.round_timeout, job.poll_interval)
+    replies = exchange(grid, messages, job.round_timeout, job.poll_interval)
     sites: dict[str, int] = {}
     sizes: dict[str, int] = {}
     for node, reply in replies.items():
@@ -351,7 +333,7 @@ def _train_round(
             message_type=MessageType.TRAIN,
             group_id=str(round_number),
         )
-    for site, reply in _exchange(grid, messages, job.round_timeout, job.poll_interval).items():
+    for site, reply in exchange(grid, messages, job.round_timeout, job.poll_interval).items():
         replies[site] = reply if isinstance(reply, str) else _as_update(reply)
     return replies
 
@@ -370,34 +352,3 @@ def _as_update(reply: Message) -> ClientUpdate | str:
         )
     except Exception as exc:  # a malformed reply is that client's problem, not the run's
         return f"rejected: malformed reply ({type(exc).__name__}: {exc})"
-
-
-def _exchange(
-    grid: Grid, messages: dict[Any, Message], timeout: float, poll: float
-) -> dict[Any, Message | str]:
-    """Push every message, pull replies until all arrived or `timeout`; errors and missing
-    replies come back as text."""
-    if not messages:
-        return {}
-    keys = list(messages)
-    ids = list(grid.push_messages([messages[k] for k in keys]))
-    by_id = dict(zip(ids, keys, strict=True))
-    out: dict[Any, Message | str] = {}
-    pending = set(ids)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for reply in grid.pull_messages(list(pending)):
-            message_id = reply.metadata.reply_to_message_id
-            if message_id not in pending:
-                continue
-            pending.discard(message_id)
-            key = by_id[message_id]
-            if reply.has_error():
-                out[key] = f"failed: error {reply.error.code}: {reply.error.reason}"
-            else:
-                out[key] = reply
-        if pending:
-            time.sleep(poll)
-    for message_id in pending:
-        out[by_id[message_id]] = f"no reply within {timeout:g} s"
-    return out

@@ -54,6 +54,16 @@ class FederatedJob:
     notes: list[str] = field(default_factory=list)
     method: str = "fedavg"  # fedavg | fedavg-dp | fedavg-cdp
     privacy: dict[str, Any] | None = None  # PrivacyConfig for the private methods
+    secagg: bool = False  # SecAgg+: the coordinator sees only the aggregate of each round
+    secagg_shares: float = 1.0  # SecAggSettings.shares
+    secagg_threshold: float = 0.67  # SecAggSettings.threshold
+
+    def __post_init__(self) -> None:
+        if self.secagg and self.method == "fedavg-cdp":
+            raise ConfigError(
+                "--secagg with fedavg-cdp is not supported: DP-FedAvg clips each client's update "
+                "on the server, which secure aggregation hides; use fedavg or fedavg-dp"
+            )
 
     def privacy_config(self) -> PrivacyConfig:
         if self.privacy is None:
@@ -91,6 +101,7 @@ def job_from_config(
     expected_clients: int,
     resume: bool = False,
     method: str = "fedavg",
+    secagg: bool = False,
 ) -> FederatedJob:
     """The job for a federated run of this experiment config on Flower."""
     from medpriv.train.federated.client import LocalRecipe
@@ -121,6 +132,7 @@ def job_from_config(
         resume=resume,
         method=method,
         privacy=asdict(config.privacy) if method != "fedavg" else None,
+        secagg=secagg,
     )
 
 

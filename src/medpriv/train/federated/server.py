@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 from medpriv.train.federated.client import ClientUpdate
 from medpriv.train.federated.strategy import Strategy
 from medpriv.train.federated.weights import Weights, n_bytes, set_weights, update_problems
+
+if TYPE_CHECKING:  # Flower is imported only where SecAgg+ runs
+    from medpriv.train.federated.secagg import SecureRound
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +79,84 @@ def finish_round(
         if aggregated
         else global_weights
     )
-    record = {
-        "round": round_number,
-        "clients": len(accepted),
-        "aggregated": aggregated,
-        "client_sizes": {name: u.n_examples for name, u in accepted.items()},
-        "client_train_loss": {name: u.train_loss for name, u in accepted.items()},
-        "dropped": dropped,
-        "bytes_down": n_bytes(global_weights) * len(replies),
-        "bytes_up": sum(n_bytes(u.weights) for u in accepted.values()),
-    }
+    record = _round_record(
+        round_number,
+        aggregated=aggregated,
+        sizes={name: u.n_examples for name, u in accepted.items()},
+        losses={name: u.train_loss for name, u in accepted.items()},
+        dropped=dropped,
+        bytes_down=n_bytes(global_weights) * len(replies),
+        bytes_up=sum(n_bytes(u.weights) for u in accepted.values()),
+    )
     return weights, record
+
+
+def finish_secure_round(
+    strategy: Strategy,
+    global_weights: Weights,
+    outcome: SecureRound,
+    *,
+    round_number: int,
+    min_clients: int,
+) -> tuple[Weights, dict[str, Any]]:
+    """`finish_round` for a SecAgg+ round: the server holds only the weighted mean of the
+    surviving clients' weights, so a client is counted or dropped as a whole by the protocol, and
+    the mean is checked instead of each update."""
+    dropped = dict(sorted(outcome.dropped.items()))
+    mean = outcome.mean
+    if mean is not None:
+        problems = update_problems(global_weights, mean)
+        if problems:
+            dropped.update(
+                {
+                    site: "rejected: the aggregate is " + "; ".join(problems)
+                    for site in outcome.sizes
+                }
+            )
+            mean = None
+    for name, reason in dropped.items():
+        log.info("round %d: client %s left out: %s", round_number, name, reason)
+    sizes = outcome.sizes if mean is not None else {}
+    aggregated = mean is not None and len(sizes) >= min_clients
+    weights = strategy.from_mean(global_weights, mean) if aggregated else global_weights
+    losses = {
+        name: (None if float(m.get("train-loss", -1.0)) < 0 else float(m["train-loss"]))
+        for name, m in outcome.metrics.items()
+        if name in sizes
+    }
+    record = _round_record(
+        round_number,
+        aggregated=aggregated,
+        sizes=sizes,
+        losses=losses,
+        dropped=dropped,
+        bytes_down=outcome.bytes_down,
+        bytes_up=outcome.bytes_up,
+    )
+    record["secure_aggregation"] = "SecAgg+" if outcome.halted is None else outcome.halted
+    return weights, record
+
+
+def _round_record(
+    round_number: int,
+    *,
+    aggregated: bool,
+    sizes: dict[str, int],
+    losses: dict[str, float | None],
+    dropped: dict[str, str],
+    bytes_down: int,
+    bytes_up: int,
+) -> dict[str, Any]:
+    return {
+        "round": round_number,
+        "clients": len(sizes),
+        "aggregated": aggregated,
+        "client_sizes": sizes,
+        "client_train_loss": losses,
+        "dropped": dropped,
+        "bytes_down": int(bytes_down),
+        "bytes_up": int(bytes_up),
+    }
 
 
 @torch.no_grad()

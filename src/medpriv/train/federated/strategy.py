@@ -22,7 +22,12 @@ class FedAvg:
     name: str = "fedavg"
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
-        return weighted_mean([(u.weights, float(u.n_examples)) for u in updates])
+        return self.from_mean(global_weights, _mean(updates))
+
+    def from_mean(self, global_weights: Weights, mean: Weights) -> Weights:
+        """The new global model from the records-weighted mean of the clients' weights (all a
+        server sees under secure aggregation)."""
+        return [np.asarray(m, dtype=np.float32) for m in mean]
 
     def state(self) -> dict[str, np.ndarray]:
         return {}
@@ -45,7 +50,10 @@ class FedAdam:
     _v: list[np.ndarray] = field(default_factory=list)
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
-        mean = weighted_mean([(u.weights, float(u.n_examples)) for u in updates])
+        return self.from_mean(global_weights, _mean(updates))
+
+    def from_mean(self, global_weights: Weights, mean: Weights) -> Weights:
+        """One Adam step on Δ = mean − w."""
         delta = [m.astype(np.float64) - g for m, g in zip(mean, global_weights, strict=True)]
         if not self._m:
             self._m = [np.zeros_like(d) for d in delta]
@@ -114,6 +122,10 @@ class DPFedAvg:
 
 
 Strategy = FedAvg | FedAdam | DPFedAvg
+
+
+def _mean(updates: Sequence[ClientUpdate]) -> Weights:
+    return weighted_mean([(u.weights, float(u.n_examples)) for u in updates])
 
 
 def make_strategy(name: str, *, server_lr: float = 0.01) -> Strategy:
