@@ -91,6 +91,20 @@ def test_fedavg_dp_reports_the_worst_clients_epsilon_per_patient():
     assert "largest client" in spent.statement()
 
 
+def test_shadow_copies_train_identically_and_skip_only_the_per_round_epsilon():
+    splits, model = _fit("fedavg-dp", 3.0, rounds=4)
+    trainer = get_trainer("fedavg-dp", federated=FederatedConfig(rounds=4)).for_shadows()
+    shadow = trainer.fit(
+        splits=splits,
+        config=TrainConfig(hidden=(16,)),
+        privacy=PrivacyConfig(target_epsilon=3.0),
+        seed=0,
+    )
+    assert all("epsilon" not in r for r in shadow.history)
+    assert shadow.privacy.epsilon == model.privacy.epsilon
+    assert np.array_equal(shadow.margin(splits.test), model.margin(splits.test))
+
+
 def test_fedavg_cdp_accounts_per_site_with_poisson_client_sampling():
     _, model = _fit("fedavg-cdp", 5.0, rounds=6, fraction=0.5, partition="iid:6")
     spent = model.privacy

@@ -121,7 +121,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
     if job.resume and checkpoint.exists():
         weights, best, history = load_federation(checkpoint, strategy=strategy, meta=meta)
         for record in history if accountant is not None else []:
-            accountant.after_round(record)
+            accountant.after_round(record, report=False)
     best_record = best_of(history)
     for round_number in range(len(history) + 1, job.rounds + 1):
         chosen = select_clients(

@@ -106,12 +106,13 @@ class SampleLevelAccountant:
             proximal_mu=0.0,
         )
 
-    def after_round(self, record: dict) -> dict[str, float]:
-        """Charge every client that was asked to train this round (answered or not)."""
+    def after_round(self, record: dict, *, report: bool = True) -> dict[str, float]:
+        """Charge every client that was asked to train this round (answered or not); with
+        `report`, the ε spent so far (one accountant call per client)."""
         for name in [*record["client_sizes"], *record["dropped"]]:
             if name in self.steps:
                 self.steps[name] += self._per_round(name)
-        return {"epsilon": self.epsilon()}
+        return {"epsilon": self.epsilon()} if report else {}
 
     def client_epsilons(self) -> dict[str, float]:
         return {
@@ -181,9 +182,9 @@ class ClientLevelAccountant:
             seed=self.seed,
         )
 
-    def after_round(self, record: dict) -> dict[str, float]:
+    def after_round(self, record: dict, *, report: bool = True) -> dict[str, float]:
         self.rounds_done += 1
-        return {"epsilon": self.epsilon()}
+        return {"epsilon": self.epsilon()} if report else {}
 
     def epsilon(self) -> float:
         return _epsilon(

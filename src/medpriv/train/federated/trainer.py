@@ -67,8 +67,16 @@ class FedAvgTrainer:
     recipe = FEDAVG_RECIPE
     private = False
 
-    def __init__(self, federated: FederatedConfig | None = None) -> None:
+    def __init__(
+        self, federated: FederatedConfig | None = None, *, epsilon_each_round: bool = True
+    ) -> None:
         self.federated = federated or FederatedConfig()
+        self.epsilon_each_round = epsilon_each_round
+
+    def for_shadows(self) -> FedAvgTrainer:
+        """The same training without the per-round ε in the history (one accountant call per
+        client per round, most of a private fit's time); the final ε is still computed."""
+        return type(self)(self.federated, epsilon_each_round=False)
 
     def planned_epochs(self, config: TrainConfig) -> int:
         """What the progress bar counts: rounds."""
@@ -143,14 +151,14 @@ class FedAvgTrainer:
         if resume and checkpoint is not None and Path(checkpoint).exists():
             weights, best, history = load_federation(Path(checkpoint), strategy=strategy, meta=meta)
             for record in history if accountant is not None else []:
-                accountant.after_round(record)
+                accountant.after_round(record, report=False)
         best_record = best_of(history)
 
         def after_round(round_number: int, new: Weights, record: dict[str, Any]) -> None:
             nonlocal best, best_record
             record = {"epoch": round_number, **record}
             if accountant is not None:
-                record.update(accountant.after_round(record))
+                record.update(accountant.after_round(record, report=self.epsilon_each_round))
             if better_round(record, best_record):
                 best, best_record = new, record
             history.append(record)
