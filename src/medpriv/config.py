@@ -190,6 +190,36 @@ class FederatedConfig:
     engine: str = "inprocess"
 
 
+# Split learning: the baseline's recipe without dropout (the server's part has none either).
+SPLIT_RECIPE: dict[str, Any] = {**BASELINE_RECIPE, "dropout": 0.0}
+
+
+@dataclass(frozen=True)
+class SplitLearningConfig:
+    """Split learning: the client keeps the first `cut` hidden layers; `server` is the address
+    (HOST:PORT) of a `medpriv sl server`, or None to run the server in this process; `token` the
+    shared secret it requires; `ca_certificate` the PEM file that signs its TLS certificate
+    (None = plain TCP); `noise` the σ of Gaussian noise added to the activations sent (a
+    defense, in training)."""
+
+    cut: int = 1
+    server: str | None = None
+    token: str | None = None
+    ca_certificate: str | None = None
+    noise: float = 0.0
+
+
+def split_learning_problems(s: SplitLearningConfig) -> list[str]:
+    problems = []
+    if s.cut < 1:
+        problems.append("split_learning.cut must be >= 1")
+    if s.noise < 0:
+        problems.append("split_learning.noise must be >= 0")
+    if s.server is not None and s.server.rpartition(":")[2].isdigit() is False:
+        problems.append("split_learning.server must be HOST:PORT")
+    return problems
+
+
 def federated_problems(f: FederatedConfig) -> list[str]:
     """Range checks of the [federated] section."""
     problems = []
@@ -222,6 +252,7 @@ class ExperimentConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
+    split_learning: SplitLearningConfig = field(default_factory=SplitLearningConfig)
 
     def validate(self) -> ExperimentConfig:
         """Check value ranges, gathering every problem into one error."""
@@ -261,6 +292,7 @@ class ExperimentConfig:
             problems.append("data.window_hours must be 24 or 48")
         problems += privacy_problems(self.privacy, self.run.epsilons)
         problems += federated_problems(self.federated)
+        problems += split_learning_problems(self.split_learning)
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -276,6 +308,7 @@ SECTION_TYPES = {
     "privacy": PrivacyConfig,
     "run": RunConfig,
     "federated": FederatedConfig,
+    "split_learning": SplitLearningConfig,
 }
 
 

@@ -134,7 +134,8 @@ def run_experiment(
     """Run every method for every seed; results.json is rewritten after each run."""
     notify = listener or (lambda event, info: None)
     trainers = {  # unknown names fail here
-        m: get_trainer(m, federated=config.federated) for m in config.run.methods
+        m: get_trainer(m, federated=config.federated, split_learning=config.split_learning)
+        for m in config.run.methods
     }
     if dataset is None:
         notify("loading", {"spec": config.data.spec})

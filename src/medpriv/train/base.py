@@ -93,7 +93,8 @@ def _load_builtin_trainers() -> None:
     import medpriv.train.dp
     import medpriv.train.dp_logreg
     import medpriv.train.federated.trainer
-    import medpriv.train.logreg  # noqa: F401
+    import medpriv.train.logreg
+    import medpriv.train.split.trainer  # noqa: F401
 
 
 def trainer_names() -> list[str]:

@@ -1,0 +1,137 @@
+"""Trainers `split` (vanilla: the client sends activations and labels) and `split-ushaped` (the
+client keeps the output layer and the labels), over the shared training loop.
+
+The server runs in this process unless `split_learning.server` names a `medpriv sl server`;
+either way every batch goes through the same encoded messages. After training the best epoch's
+weights (both sides) are composed into one local MLP for evaluation and the attacks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from medpriv.config import SPLIT_RECIPE, PrivacyConfig, SplitLearningConfig, TrainConfig
+from medpriv.data.splits import Splits
+from medpriv.privacy.accounting import PrivacySpent
+from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.baseline import finish_scorer, loop_params, new_network, prepare, run_meta
+from medpriv.train.loop import EpochCallback, fit_network, shuffled_batches
+from medpriv.train.split.client import (
+    RemotePart,
+    SplitNetwork,
+    compose,
+    cut_mlp,
+    part_widths,
+    split_step,
+)
+from medpriv.train.split.server import make_optimizer
+from medpriv.train.split.transport import GrpcTransport, InProcessTransport, Transport
+
+
+def connect(settings: SplitLearningConfig) -> Transport:
+    """The transport to the configured server (a fresh in-process server when none is named)."""
+    if settings.server is None:
+        return InProcessTransport()
+    ca = Path(settings.ca_certificate) if settings.ca_certificate else None
+    return GrpcTransport(settings.server, ca_certificate=ca)
+
+
+@TRAINERS.register("split")
+class SplitTrainer:
+    """Vanilla split learning: one round trip per batch (activations and labels up, the
+    gradient at the cut down)."""
+
+    method = "split"
+    recipe = SPLIT_RECIPE
+    ushaped = False
+
+    def __init__(self, split_learning: SplitLearningConfig | None = None) -> None:
+        self.settings = split_learning or SplitLearningConfig()
+
+    def fit(
+        self,
+        *,
+        splits: Splits,
+        config: TrainConfig,
+        privacy: PrivacyConfig | None = None,
+        seed: int = 0,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> TrainedModel:
+        start = time.perf_counter()
+        config = config.resolved(self.recipe)
+        pre, data = prepare(splits)
+        full, _ = new_network(config, data.x_train.shape[1], seed)
+        bottom, server_part, head = cut_mlp(full, self.settings.cut, ushaped=self.ushaped)
+        spec = {
+            "optimizer": config.optimizer,
+            "lr": config.lr,
+            "momentum": config.momentum,
+            "weight_decay": config.weight_decay,
+        }
+        remote = RemotePart(connect(self.settings), token=self.settings.token or "")
+        try:
+            remote.open(
+                "ushaped" if self.ushaped else "vanilla",
+                part_widths(server_part),
+                [p.detach().numpy().copy() for p in server_part.parameters()],
+                spec,
+            )
+            network = SplitNetwork(bottom, remote, head, noise=self.settings.noise)
+            optimizer = make_optimizer(list(network.local_parameters()), spec)
+            meta = {
+                **run_meta(self.method, pre, config, seed, data),
+                "cut": self.settings.cut,
+                "noise": self.settings.noise,
+            }
+            state = fit_network(
+                network,
+                optimizer,
+                data,
+                epochs=config.epochs,
+                patience=config.patience,
+                seed=seed,
+                batches=shuffled_batches(config.batch_size),
+                step=split_step,
+                checkpoint=checkpoint,
+                resume=resume,
+                meta=meta,
+                on_epoch=on_epoch,
+            )
+            composed = compose(network, data.x_train.shape[1], tuple(config.hidden))
+            remote.close()
+        finally:
+            remote.transport.close()
+        scorer, calibration = finish_scorer(composed, data, calibrate=bool(config.calibrate))
+        traffic = remote.traffic.to_dict()
+        return TrainedModel(
+            method=self.method,
+            preprocessor=pre,
+            scorer=scorer,
+            history=state.history,
+            privacy=PrivacySpent(unit=splits.train.unit_name, sampling="shuffle"),
+            cost=Cost(
+                train_seconds=time.perf_counter() - start,
+                bytes_communicated=traffic["bytes_sent"] + traffic["bytes_received"],
+            ),
+            params={
+                **loop_params(config, state),
+                "calibration": calibration,
+                "cut": self.settings.cut,
+                "mode": "ushaped" if self.ushaped else "vanilla",
+                "transport": "grpc" if self.settings.server else "in-process",
+                "activation_noise": self.settings.noise,
+                "traffic": traffic,
+            },
+        )
+
+
+@TRAINERS.register("split-ushaped")
+class USplitTrainer(SplitTrainer):
+    """U-shaped split learning: the client keeps the head and the labels (two round trips per
+    batch: activations up, the server's output down; its gradient up, the cut's gradient down)."""
+
+    method = "split-ushaped"
+    ushaped = True
