@@ -10,6 +10,7 @@ import typer
 
 from medpriv.cli_common import one_line_errors
 from medpriv.cli_fl import fl_app
+from medpriv.cli_sl import sl_app
 from medpriv.config import ExperimentConfig, load_config
 from medpriv.errors import MedprivError
 
@@ -23,6 +24,7 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(fl_app, name="fl")
+app.add_typer(sl_app, name="sl")
 
 
 DataOpt = Annotated[
@@ -177,6 +179,19 @@ def run(
     min_client_size: Annotated[
         int | None, typer.Option(help="merge or drop clients below this many records")
     ] = None,
+    cut: Annotated[
+        int | None, typer.Option(help="split learning: hidden layers the client keeps (default 1)")
+    ] = None,
+    sl_server: Annotated[
+        str | None,
+        typer.Option(help="split learning: a `medpriv sl server` HOST:PORT (default: in process)"),
+    ] = None,
+    sl_ca_cert: Annotated[
+        Path | None, typer.Option(help="split learning: PEM CA certificate of the server's TLS")
+    ] = None,
+    activation_noise: Annotated[
+        float | None, typer.Option(help="split learning: σ of noise on the activations sent")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train and evaluate every method; write results.json and report.html."""
@@ -242,6 +257,12 @@ def run(
             "proximal_mu": proximal_mu,
             "server_lr": server_lr,
             "min_client_size": min_client_size,
+        },
+        "split_learning": {
+            "cut": cut,
+            "server": sl_server,
+            "ca_certificate": None if sl_ca_cert is None else str(sl_ca_cert),
+            "noise": activation_noise,
         },
     }
     resolved: ExperimentConfig = load_config(config, overrides)

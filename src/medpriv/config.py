@@ -197,14 +197,14 @@ SPLIT_RECIPE: dict[str, Any] = {**BASELINE_RECIPE, "dropout": 0.0}
 @dataclass(frozen=True)
 class SplitLearningConfig:
     """Split learning: the client keeps the first `cut` hidden layers; `server` is the address
-    (HOST:PORT) of a `medpriv sl server`, or None to run the server in this process; `token` the
-    shared secret it requires; `ca_certificate` the PEM file that signs its TLS certificate
-    (None = plain TCP); `noise` the σ of Gaussian noise added to the activations sent (a
-    defense, in training)."""
+    (HOST:PORT) of a `medpriv sl server`, or None to run the server in this process;
+    `ca_certificate` the PEM file that signs its TLS certificate (None = plain TCP); `noise` the
+    σ of Gaussian noise added to the activations sent (a defense, in training). The server's
+    shared token comes from $MEDPRIV_SL_TOKEN, never from a config file (configs are saved
+    with the results)."""
 
     cut: int = 1
     server: str | None = None
-    token: str | None = None
     ca_certificate: str | None = None
     noise: float = 0.0
 

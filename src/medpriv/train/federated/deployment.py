@@ -8,21 +8,16 @@ endpoint answers; a SuperNode has logged its node id. Nothing here imports flwr.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medpriv.errors import MedprivError
+from medpriv.processes import Process, ProcessError, free_port, wait_until
 
 APP_PYPROJECT = """\
 [build-system]
@@ -51,7 +46,7 @@ job = ""
 """
 
 
-class DeploymentError(MedprivError):
+class DeploymentError(ProcessError):
     """A Flower process did not start, or a run did not complete."""
 
 
@@ -61,12 +56,6 @@ def executable(name: str) -> str:
     if not path.exists():
         raise DeploymentError(f"{name} not found next to {sys.executable}; is flwr installed?")
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def flower_env(home: Path) -> dict[str, str]:
@@ -85,65 +74,6 @@ def flower_env(home: Path) -> dict[str, str]:
         }
     )
     return env
-
-
-class Process:
-    """A child process in its own session, logging to a file; `stop()` ends it by PID."""
-
-    def __init__(
-        self,
-        name: str,
-        command: list[str],
-        *,
-        env: dict[str, str],
-        log: Path,
-        port: int | None = None,
-    ) -> None:
-        self.name, self.log_path, self.port = name, log, port
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, *, grace: float = 10.0) -> None:
-        """SIGTERM to the process group, SIGKILL after `grace` seconds; reaps the child."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):  # group members that outlived the leader
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        if not self._log.closed:
-            self._log.close()
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise DeploymentError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _healthy(port: int) -> bool:

@@ -8,6 +8,7 @@ weights (both sides) are composed into one local MLP for evaluation and the atta
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from medpriv.train.split.client import (
 )
 from medpriv.train.split.server import make_optimizer
 from medpriv.train.split.transport import GrpcTransport, InProcessTransport, Transport
+
+TOKEN_ENV = "MEDPRIV_SL_TOKEN"
 
 
 def connect(settings: SplitLearningConfig) -> Transport:
@@ -71,7 +74,7 @@ class SplitTrainer:
             "momentum": config.momentum,
             "weight_decay": config.weight_decay,
         }
-        remote = RemotePart(connect(self.settings), token=self.settings.token or "")
+        remote = RemotePart(connect(self.settings), token=os.environ.get(TOKEN_ENV, ""))
         try:
             remote.open(
                 "ushaped" if self.ushaped else "vanilla",

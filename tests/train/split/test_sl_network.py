@@ -1,0 +1,153 @@
+"""Split learning over gRPC on 127.0.0.1: `medpriv sl server` as a separate process reproduces
+the in-process run (max abs diff ≤ 1e-5), refuses unauthenticated and malformed requests while
+serving, and is stopped by PID. TLS is checked on an in-test server."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medpriv.config import SplitLearningConfig, TrainConfig
+from medpriv.data.splits import split_by_unit
+from medpriv.errors import ProtocolError
+from medpriv.processes import Process, wait_until
+from medpriv.train.base import get_trainer
+from medpriv.train.split.protocol import Envelope, decode, encode
+from medpriv.train.split.server import SplitServer
+from medpriv.train.split.trainer import TOKEN_ENV
+from medpriv.train.split.transport import GrpcTransport, serve
+from tests.conftest import make_toy_dataset
+
+CONFIG = TrainConfig(epochs=2, hidden=(16, 8), batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split_by_unit(make_toy_dataset(500), seed=0)
+
+
+def _start_server(tmp_path: Path, token: str) -> tuple[Process, int]:
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    command = [
+        str(Path(sys.executable).parent / "medpriv"),
+        "sl",
+        "server",
+        "--port",
+        "0",
+        "--token-file",
+        str(token_file),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = Process("sl-server", command, env=env, log=tmp_path / "server.log")
+    found: dict[str, int] = {}
+
+    def ready() -> bool:
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", server.log())
+        if match:
+            found["port"] = int(match.group(1))
+        if not server.alive():
+            raise AssertionError(server.log())
+        return bool(match)
+
+    wait_until(ready, timeout=60, what="the split-learning server")
+    return server, found["port"]
+
+
+def test_a_server_process_reproduces_the_in_process_run_and_is_stopped_by_pid(
+    splits, tmp_path, monkeypatch
+):
+    server, port = _start_server(tmp_path, "tok-123")
+    try:
+        assert server.alive()
+        monkeypatch.setenv(TOKEN_ENV, "tok-123")
+        for method in ("split", "split-ushaped"):
+            remote = get_trainer(
+                method, split_learning=SplitLearningConfig(server=f"127.0.0.1:{port}")
+            ).fit(splits=splits, config=CONFIG, seed=0)
+            local = get_trainer(method, split_learning=SplitLearningConfig()).fit(
+                splits=splits, config=CONFIG, seed=0
+            )
+            diff = np.abs(remote.margin(splits.test) - local.margin(splits.test)).max()
+            assert diff <= 1e-5 and remote.params["transport"] == "grpc"
+
+        channel = GrpcTransport(f"127.0.0.1:{port}")
+        reply = decode(channel.call(encode(Envelope("open", [], {"mode": "vanilla"}))))
+        assert reply.op == "error" and "unauthenticated" in reply.meta["error"]
+        reply = decode(channel.call(b"\x00" * 64))
+        assert reply.op == "error" and "malformed" in reply.meta["error"]
+        channel.close()
+
+        monkeypatch.setenv(TOKEN_ENV, "wrong")
+        with pytest.raises(ProtocolError, match="unauthenticated"):
+            get_trainer(
+                "split", split_learning=SplitLearningConfig(server=f"127.0.0.1:{port}")
+            ).fit(splits=splits, config=CONFIG, seed=0)
+        assert server.alive()
+        log = server.log()
+        assert "refused" in log and "session" in log
+    finally:
+        pid = server.pid
+        server.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_transport_trains_and_a_plain_client_is_turned_away(splits, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    grpc_server, port = serve(SplitServer(), port=0, tls=(cert, key))
+    try:
+        settings = SplitLearningConfig(server=f"127.0.0.1:{port}", ca_certificate=str(cert))
+        model = get_trainer("split-ushaped", split_learning=settings).fit(
+            splits=splits, config=CONFIG, seed=0
+        )
+        assert model.params["traffic"]["round_trips"] > 0
+        plain = GrpcTransport(f"127.0.0.1:{port}", timeout=5)
+        with pytest.raises(ProtocolError, match="split server"):
+            plain.call(encode(Envelope("open")))
+        plain.close()
+    finally:
+        grpc_server.stop(grace=None)
