@@ -43,7 +43,7 @@ def test_the_registry_holds_every_configurable_attack():
 def test_every_registered_attack_reports_on_every_trainer(method: str):
     """Conformance: each attack against each method gives a well-formed, JSON-ready block."""
     splits = _splits()
-    config = TrainConfig(epochs=3, hidden=(16,))
+    config = TrainConfig(epochs=3, hidden=(16, 8))  # two layers: U-shaped split needs one
     privacy = PrivacyConfig(target_epsilon=1.0)
     trainer = get_trainer(method, federated=FederatedConfig(rounds=3, partition="iid:4"))
     model = trainer.fit(splits=splits, config=config, privacy=privacy, seed=0)

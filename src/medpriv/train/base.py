@@ -28,14 +28,31 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class Cost:
+    """Training cost. Methods that communicate add bytes each way (up = client to server) and
+    round trips; `epochs` lets the report show them per epoch."""
+
     train_seconds: float = 0.0
     bytes_communicated: int = 0
+    bytes_up: int | None = None
+    bytes_down: int | None = None
+    round_trips: int | None = None
+    epochs: int | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out: dict = {
             "train_seconds": round(self.train_seconds, 4),
             "bytes_communicated": self.bytes_communicated,
         }
+        if self.bytes_up is not None and self.bytes_down is not None:
+            out.update(bytes_up=self.bytes_up, bytes_down=self.bytes_down)
+            if self.epochs:
+                out["bytes_per_epoch"] = {
+                    "up": round(self.bytes_up / self.epochs),
+                    "down": round(self.bytes_down / self.epochs),
+                }
+        if self.round_trips is not None:
+            out["round_trips"] = self.round_trips
+        return out
 
 
 @dataclass

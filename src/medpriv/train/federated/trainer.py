@@ -236,6 +236,9 @@ class FedAvgTrainer:
             cost=Cost(
                 train_seconds=time.perf_counter() - start,
                 bytes_communicated=int(sum(r["bytes_up"] + r["bytes_down"] for r in history)),
+                bytes_up=int(sum(r["bytes_up"] for r in history)),
+                bytes_down=int(sum(r["bytes_down"] for r in history)),
+                epochs=len(history),
             ),
             params=params,
         )

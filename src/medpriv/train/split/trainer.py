@@ -118,6 +118,10 @@ class SplitTrainer:
             cost=Cost(
                 train_seconds=time.perf_counter() - start,
                 bytes_communicated=traffic["bytes_sent"] + traffic["bytes_received"],
+                bytes_up=traffic["bytes_sent"],
+                bytes_down=traffic["bytes_received"],
+                round_trips=traffic["round_trips"],
+                epochs=len(state.history),
             ),
             params={
                 **loop_params(config, state),
