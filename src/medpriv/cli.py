@@ -192,6 +192,10 @@ def run(
     activation_noise: Annotated[
         float | None, typer.Option(help="split learning: σ of noise on the activations sent")
     ] = None,
+    gradient_noise: Annotated[
+        float | None,
+        typer.Option(help="U-shaped split: σ of noise on gradients sent back (relative to norm)"),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train and evaluate every method; write results.json and report.html."""
@@ -263,6 +267,7 @@ def run(
             "server": sl_server,
             "ca_certificate": None if sl_ca_cert is None else str(sl_ca_cert),
             "noise": activation_noise,
+            "gradient_noise": gradient_noise,
         },
     }
     resolved: ExperimentConfig = load_config(config, overrides)

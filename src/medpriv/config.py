@@ -71,7 +71,15 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("adam", "sgd")
-ATTACK_NAMES = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute", "fl_inversion")
+ATTACK_NAMES = (
+    "mia_loss",
+    "mia_lira",
+    "mia_rmia",
+    "audit",
+    "attribute",
+    "fl_inversion",
+    "sl_label_leakage",
+)
 # Logistic regression: sklearn's default inverse regularization.
 LOGREG_RECIPE: dict[str, Any] = {"logreg_c": 1.0}
 # Objective perturbation: the noise term is fixed by ε and the row bound, so strong
@@ -199,7 +207,10 @@ class SplitLearningConfig:
     """Split learning: the client keeps the first `cut` hidden layers; `server` is the address
     (HOST:PORT) of a `medpriv sl server`, or None to run the server in this process;
     `ca_certificate` the PEM file that signs its TLS certificate (None = plain TCP); `noise` the
-    σ of Gaussian noise added to the activations sent (a defense, in training). The server's
+    σ of Gaussian noise added to the activations sent (a defense, in training);
+    `gradient_noise` (U-shaped) the σ of Gaussian noise added to each gradient row sent back to
+    the server, relative to the batch's mean row norm (a defense against label leakage). The
+    server's
     shared token comes from $MEDPRIV_SL_TOKEN, never from a config file (configs are saved
     with the results)."""
 
@@ -207,14 +218,15 @@ class SplitLearningConfig:
     server: str | None = None
     ca_certificate: str | None = None
     noise: float = 0.0
+    gradient_noise: float = 0.0
 
 
 def split_learning_problems(s: SplitLearningConfig) -> list[str]:
     problems = []
     if s.cut < 1:
         problems.append("split_learning.cut must be >= 1")
-    if s.noise < 0:
-        problems.append("split_learning.noise must be >= 0")
+    if s.noise < 0 or s.gradient_noise < 0:
+        problems.append("split_learning.noise and gradient_noise must be >= 0")
     if s.server is not None and s.server.rpartition(":")[2].isdigit() is False:
         problems.append("split_learning.server must be HOST:PORT")
     return problems

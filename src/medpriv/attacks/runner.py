@@ -32,7 +32,15 @@ from medpriv.data.splits import Splits
 from medpriv.registry import Registry
 from medpriv.train.base import TrainedModel, Trainer
 
-ALL_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia", "audit", "attribute", "fl_inversion")
+ALL_ATTACKS = (
+    "mia_loss",
+    "mia_lira",
+    "mia_rmia",
+    "audit",
+    "attribute",
+    "fl_inversion",
+    "sl_label_leakage",
+)
 MEMBERSHIP_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia")
 VECTORIZED_METHODS = ("baseline", "dp-sgd")
 Progress = Callable[[str], None]
@@ -282,6 +290,23 @@ def _fl_inversion(ctx: AttackContext) -> dict[str, Any] | None:
 
     ctx.say("inverting client updates")
     return fl_inversion(ctx.model, ctx.splits, seed=ctx.seed)
+
+
+@ATTACKS.register("sl_label_leakage")
+def _sl_label_leakage(ctx: AttackContext) -> dict[str, Any] | None:
+    """Labels from the gradients a U-shaped split-learning server received; None (left out) for
+    other models (vanilla split learning sends the labels themselves)."""
+    from medpriv.attacks.sl_leakage import label_leakage
+
+    observed = ctx.model.artifacts.get("sl_gradients")
+    if observed is None:
+        return None
+    found = label_leakage(
+        *observed,
+        gradient_noise=float(ctx.model.params.get("gradient_noise", 0.0)),
+        seed=ctx.seed,
+    )
+    return None if found is None else found.to_dict()
 
 
 def run_attacks(

@@ -66,6 +66,9 @@ class TrainedModel:
     privacy: PrivacySpent = field(default_factory=PrivacySpent)
     cost: Cost = field(default_factory=Cost)
     params: dict[str, Any] = field(default_factory=dict)
+    # What attacks read beyond the model (e.g. the gradients a split-learning server received);
+    # kept in memory only, never written to results.json.
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     def _design(self, data: TabularDataset | pd.DataFrame) -> np.ndarray:
         features = data.features if isinstance(data, TabularDataset) else data

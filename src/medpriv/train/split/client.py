@@ -150,11 +150,17 @@ class SplitNetwork(nn.Module):
         head: nn.Module | None,
         *,
         noise: float = 0.0,
+        gradient_noise: float = 0.0,
+        keep_rows: int = 0,
     ) -> None:
         super().__init__()
         self.bottom, self.head = bottom, head
         self.remote = remote
-        self.noise = noise
+        self.noise, self.gradient_noise = noise, gradient_noise
+        # The last `keep_rows` gradient rows the server received, with their labels: what an
+        # honest-but-curious server holds for the label-leakage attack.
+        self.keep_rows = keep_rows
+        self.observed: list[tuple[np.ndarray, np.ndarray]] = []
 
     @property
     def ushaped(self) -> bool:
@@ -171,6 +177,22 @@ class SplitNetwork(nn.Module):
         with torch.no_grad():
             z = torch.from_numpy(self.remote.infer(self.bottom(x).numpy()))
             return self.head(z) if self.head is not None else z
+
+    def observe(self, gradients: np.ndarray, labels: np.ndarray) -> None:
+        """Keep the gradient rows sent to the server (scaled back from the batch mean)."""
+        if self.keep_rows <= 0:
+            return
+        self.observed.append((gradients * len(gradients), labels.copy()))
+        while sum(len(g) for g, _ in self.observed) - len(self.observed[0][0]) >= self.keep_rows:
+            self.observed.pop(0)
+
+    def observed_gradients(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.observed:
+            return None
+        return (
+            np.concatenate([g for g, _ in self.observed]),
+            np.concatenate([y for _, y in self.observed]),
+        )
 
     def local_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.bottom.parameters()
@@ -213,7 +235,13 @@ def split_step(
     z = torch.from_numpy(network.remote.forward(sent)).requires_grad_(True)
     logits = network.head(z)
     F.cross_entropy(logits, y).backward()
-    grad_h = network.remote.backward(z.grad.numpy())
+    grad_z = z.grad
+    if network.gradient_noise > 0:
+        scale = network.gradient_noise * grad_z.norm(dim=1).mean()
+        grad_z = grad_z + scale * torch.randn_like(grad_z)
+    sent_grad = grad_z.numpy()
+    network.observe(sent_grad, y.numpy())
+    grad_h = network.remote.backward(sent_grad)
     h.backward(torch.from_numpy(grad_h))
     optimizer.step()
     return logits.detach()

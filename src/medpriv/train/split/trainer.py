@@ -30,6 +30,7 @@ from medpriv.train.split.server import make_optimizer
 from medpriv.train.split.transport import GrpcTransport, InProcessTransport, Transport
 
 TOKEN_ENV = "MEDPRIV_SL_TOKEN"
+OBSERVED_ROWS = 4096  # gradient rows kept for the label-leakage attack (about the last epoch)
 
 
 def connect(settings: SplitLearningConfig) -> Transport:
@@ -82,7 +83,14 @@ class SplitTrainer:
                 [p.detach().numpy().copy() for p in server_part.parameters()],
                 spec,
             )
-            network = SplitNetwork(bottom, remote, head, noise=self.settings.noise)
+            network = SplitNetwork(
+                bottom,
+                remote,
+                head,
+                noise=self.settings.noise,
+                gradient_noise=self.settings.gradient_noise if self.ushaped else 0.0,
+                keep_rows=min(len(data.x_train), OBSERVED_ROWS) if self.ushaped else 0,
+            )
             optimizer = make_optimizer(list(network.local_parameters()), spec)
             meta = {
                 **run_meta(self.method, pre, config, seed, data),
@@ -123,6 +131,11 @@ class SplitTrainer:
                 round_trips=traffic["round_trips"],
                 epochs=len(state.history),
             ),
+            artifacts=(
+                {"sl_gradients": observed}
+                if (observed := network.observed_gradients()) is not None
+                else {}
+            ),
             params={
                 **loop_params(config, state),
                 "calibration": calibration,
@@ -130,6 +143,7 @@ class SplitTrainer:
                 "mode": "ushaped" if self.ushaped else "vanilla",
                 "transport": "grpc" if self.settings.server else "in-process",
                 "activation_noise": self.settings.noise,
+                "gradient_noise": self.settings.gradient_noise if self.ushaped else 0.0,
                 "traffic": traffic,
             },
         )
