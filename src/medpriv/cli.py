@@ -182,6 +182,10 @@ def run(
     cut: Annotated[
         int | None, typer.Option(help="split learning: hidden layers the client keeps (default 1)")
     ] = None,
+    sl_clients: Annotated[
+        str | None,
+        typer.Option(help="split learning: hospitals, site | iid:K | dirichlet:K:A (default one)"),
+    ] = None,
     sl_server: Annotated[
         str | None,
         typer.Option(help="split learning: a `medpriv sl server` HOST:PORT (default: in process)"),
@@ -264,6 +268,7 @@ def run(
         },
         "split_learning": {
             "cut": cut,
+            "clients": sl_clients,
             "server": sl_server,
             "ca_certificate": None if sl_ca_cert is None else str(sl_ca_cert),
             "noise": activation_noise,

@@ -204,8 +204,10 @@ SPLIT_RECIPE: dict[str, Any] = {**BASELINE_RECIPE, "dropout": 0.0}
 
 @dataclass(frozen=True)
 class SplitLearningConfig:
-    """Split learning: the client keeps the first `cut` hidden layers; `server` is the address
-    (HOST:PORT) of a `medpriv sl server`, or None to run the server in this process;
+    """Split learning: the client keeps the first `cut` hidden layers; `clients` deals the
+    training set into hospitals (`site`, `iid:K`, `dirichlet:K:ALPHA`; None = one client, but
+    `splitfed` uses `site`) that train in turn (in parallel for splitfed); `server` is the
+    address (HOST:PORT) of a `medpriv sl server`, or None to run the server in this process;
     `ca_certificate` the PEM file that signs its TLS certificate (None = plain TCP); `noise` the
     σ of Gaussian noise added to the activations sent (a defense, in training);
     `gradient_noise` (U-shaped) the σ of Gaussian noise added to each gradient row sent back to
@@ -215,6 +217,7 @@ class SplitLearningConfig:
     with the results)."""
 
     cut: int = 1
+    clients: str | None = None
     server: str | None = None
     ca_certificate: str | None = None
     noise: float = 0.0
@@ -227,6 +230,11 @@ def split_learning_problems(s: SplitLearningConfig) -> list[str]:
         problems.append("split_learning.cut must be >= 1")
     if s.noise < 0 or s.gradient_noise < 0:
         problems.append("split_learning.noise and gradient_noise must be >= 0")
+    if s.clients is not None:
+        try:
+            PartitionSpec.parse(s.clients)
+        except ConfigError as exc:
+            problems.append(f"split_learning.clients: {exc}")
     if s.server is not None and s.server.rpartition(":")[2].isdigit() is False:
         problems.append("split_learning.server must be HOST:PORT")
     return problems

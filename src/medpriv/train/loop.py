@@ -131,6 +131,7 @@ def fit_network(
     on_epoch: EpochCallback | None = None,
     annotate: Callable[[int], dict[str, float]] | None = None,
     record_train_metrics: bool = True,
+    end_epoch: Callable[[], None] | None = None,
 ) -> LoopState:
     """Train until `epochs` or early stopping; leaves the best weights loaded.
 
@@ -142,7 +143,8 @@ def fit_network(
     (weights, optimizer, history, RNG state), checking that `meta` still matches. `annotate(epoch)`
     adds fields (e.g. ε spent) to each epoch's history record. Every batch the sampler yields is
     a step, empty ones included. Private trainers pass `record_train_metrics=False`: the loss
-    and accuracy on training batches would be released without DP.
+    and accuracy on training batches would be released without DP. `end_epoch()` runs after an
+    epoch's last batch, before validation (SplitFed averages its clients' layers there).
     """
     meta = meta or {}
     torch.manual_seed(seed)
@@ -161,6 +163,8 @@ def fit_network(
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
+        if end_epoch is not None:
+            end_epoch()
         val_loss, val_auroc = _validate(network, data.x_val, data.y_val)
         state.epoch += 1
         record = {

@@ -68,7 +68,7 @@ def test_a_server_process_reproduces_the_in_process_run_and_is_stopped_by_pid(
     try:
         assert server.alive()
         monkeypatch.setenv(TOKEN_ENV, "tok-123")
-        for method in ("split", "split-ushaped"):
+        for method in ("split", "split-ushaped", "splitfed"):
             remote = get_trainer(
                 method, split_learning=SplitLearningConfig(server=f"127.0.0.1:{port}")
             ).fit(splits=splits, config=CONFIG, seed=0)

@@ -73,3 +73,64 @@ def test_activation_noise_is_a_training_time_defense(splits, baseline):
     noisy = _fit(splits, "split", noise=1.0)
     assert noisy.params["activation_noise"] == 1.0
     assert np.abs(noisy.margin(splits.test) - baseline.margin(splits.test)).max() > 1e-3
+
+
+def test_client_batches_cover_every_row_once_in_turn_or_interleaved():
+    import torch
+
+    from medpriv.train.split.clients import Cursor, client_batches
+
+    groups = [np.arange(0, 10), np.arange(10, 15), np.arange(15, 30)]
+    for interleave in (False, True):
+        cursor = Cursor()
+        torch.manual_seed(0)
+        seen, owners = [], []
+        for idx in client_batches(groups, 4, interleave=interleave, cursor=cursor)(30):
+            owner = cursor.client
+            assert set(idx.tolist()) <= set(groups[owner].tolist())
+            seen += idx.tolist()
+            owners.append(owner)
+        assert sorted(seen) == list(range(30))
+        if interleave:
+            assert owners == [0, 1, 2, 0, 1, 2, 0, 2, 2]
+        else:
+            assert owners == sorted(owners)
+
+
+def test_splitfed_averages_the_client_layers_by_record_count():
+    import torch
+
+    from medpriv.train.split.client import SplitNetwork
+    from medpriv.train.split.clients import Cursor, SplitFedClients
+
+    bottom = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    network = SplitNetwork(bottom, remote=None, head=None)  # type: ignore[arg-type]
+    clients = SplitFedClients(network, [1, 3], {"optimizer": "sgd", "lr": 0.1}, Cursor())
+    with torch.no_grad():
+        for value, copy in zip((1.0, 5.0), clients.copies, strict=True):
+            for p in copy.parameters():
+                p.fill_(value)
+    clients.average()
+    for p in network.bottom.parameters():
+        assert torch.allclose(p, torch.full_like(p, 0.25 * 1.0 + 0.75 * 5.0))
+    for copy in clients.copies:
+        for a, b in zip(copy.parameters(), network.bottom.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_several_hospitals_in_turn_and_splitfed_train_and_resume(splits, baseline, tmp_path):
+    in_turn = _fit(splits, "split-ushaped", clients="site")
+    assert in_turn.params["client_schedule"] == "in turn"
+    assert set(in_turn.params["clients"]) == {"north", "south"}
+    fed = _fit(splits, "splitfed")
+    assert fed.params["client_schedule"] == "in parallel, averaged each epoch"
+    for model in (in_turn, fed):
+        assert np.isfinite(model.margin(splits.test)).all()
+        assert model.history[-1]["val_loss"] < model.history[0]["val_loss"] * 1.5
+    # SplitFed checkpoints at epoch ends, where every client holds the average: resume is exact.
+    trainer = get_trainer("splitfed", split_learning=SplitLearningConfig())
+    path = tmp_path / "sf.pt"
+    short = TrainConfig(**{**CONFIG.__dict__, "epochs": 2})
+    trainer.fit(splits=splits, config=short, seed=3, checkpoint=path)
+    resumed = trainer.fit(splits=splits, config=CONFIG, seed=3, checkpoint=path, resume=True)
+    assert np.abs(resumed.margin(splits.test) - fed.margin(splits.test)).max() <= 1e-6

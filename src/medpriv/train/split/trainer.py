@@ -12,8 +12,12 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from medpriv.config import SPLIT_RECIPE, PrivacyConfig, SplitLearningConfig, TrainConfig
+from medpriv.data.partition import partition
 from medpriv.data.splits import Splits
+from medpriv.errors import ConfigError
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
 from medpriv.train.baseline import finish_scorer, loop_params, new_network, prepare, run_meta
@@ -26,10 +30,12 @@ from medpriv.train.split.client import (
     part_widths,
     split_step,
 )
+from medpriv.train.split.clients import Cursor, SplitFedClients, client_batches
 from medpriv.train.split.server import make_optimizer
 from medpriv.train.split.transport import GrpcTransport, InProcessTransport, Transport
 
 TOKEN_ENV = "MEDPRIV_SL_TOKEN"
+MIN_CLIENT_ROWS = 20  # hospitals below this are merged (sites) or dropped, with a note
 OBSERVED_ROWS = 4096  # gradient rows kept for the label-leakage attack (about the last epoch)
 
 
@@ -49,9 +55,21 @@ class SplitTrainer:
     method = "split"
     recipe = SPLIT_RECIPE
     ushaped = False
+    parallel = False  # SplitFed
+    default_clients: str | None = None
 
     def __init__(self, split_learning: SplitLearningConfig | None = None) -> None:
         self.settings = split_learning or SplitLearningConfig()
+
+    def _clients(self, splits: Splits, seed: int) -> tuple[dict[str, np.ndarray] | None, list[str]]:
+        """The hospitals' training rows (None: one client holding them all), and notes."""
+        spec = self.settings.clients or self.default_clients
+        if spec is None:
+            return None, []
+        found = partition(splits.train, spec, seed=seed, min_size=MIN_CLIENT_ROWS)
+        if self.parallel and len(found.clients) < 2:
+            raise ConfigError(f"splitfed needs at least 2 clients; {spec} gives one")
+        return found.clients, list(found.notes)
 
     def fit(
         self,
@@ -75,6 +93,8 @@ class SplitTrainer:
             "momentum": config.momentum,
             "weight_decay": config.weight_decay,
         }
+        groups, notes = self._clients(splits, seed)
+        sizes = {name: len(rows) for name, rows in (groups or {"client": data.x_train}).items()}
         remote = RemotePart(connect(self.settings), token=os.environ.get(TOKEN_ENV, ""))
         try:
             remote.open(
@@ -96,7 +116,21 @@ class SplitTrainer:
                 **run_meta(self.method, pre, config, seed, data),
                 "cut": self.settings.cut,
                 "noise": self.settings.noise,
+                "clients": sizes,
             }
+            cursor = Cursor()
+            batches, step, end_epoch = shuffled_batches(config.batch_size), split_step, None
+            if groups is not None:
+                batches = client_batches(
+                    list(groups.values()),
+                    config.batch_size,
+                    interleave=self.parallel,
+                    cursor=cursor,
+                )
+            if self.parallel:
+                assert groups is not None
+                clients = SplitFedClients(network, list(sizes.values()), spec, cursor)
+                step, end_epoch = clients.step, clients.average
             state = fit_network(
                 network,
                 optimizer,
@@ -104,12 +138,13 @@ class SplitTrainer:
                 epochs=config.epochs,
                 patience=config.patience,
                 seed=seed,
-                batches=shuffled_batches(config.batch_size),
-                step=split_step,
+                batches=batches,
+                step=step,
                 checkpoint=checkpoint,
                 resume=resume,
                 meta=meta,
                 on_epoch=on_epoch,
+                end_epoch=end_epoch,
             )
             composed = compose(network, data.x_train.shape[1], tuple(config.hidden))
             remote.close()
@@ -145,8 +180,27 @@ class SplitTrainer:
                 "activation_noise": self.settings.noise,
                 "gradient_noise": self.settings.gradient_noise if self.ushaped else 0.0,
                 "traffic": traffic,
+                "clients": sizes,
+                "client_schedule": (
+                    "one client"
+                    if groups is None
+                    else "in parallel, averaged each epoch"
+                    if self.parallel
+                    else "in turn"
+                ),
+                "notes": notes,
             },
         )
+
+
+@TRAINERS.register("splitfed")
+class SplitFedTrainer(SplitTrainer):
+    """SplitFed: the hospitals train in parallel against one server (vanilla: activations and
+    labels up); their client layers are averaged by record count after every epoch."""
+
+    method = "splitfed"
+    parallel = True
+    default_clients = "site"
 
 
 @TRAINERS.register("split-ushaped")
