@@ -55,7 +55,8 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
     assert on_disk["dataset"]["n_records"] == 500
     for run in on_disk["runs"]:
         assert run["privacy"]["epsilon"] is None
-        assert set(run["attacks"]) == set(ATTACK_NAMES) - {"fl_inversion", "sl_label_leakage"}
+        not_applicable = {"fl_inversion", "sl_label_leakage", "sl_reconstruction"}
+        assert set(run["attacks"]) == set(ATTACK_NAMES) - not_applicable
         assert run["attacks"]["mia_lira"]["n_shadow"] == 4
         assert run["attacks"]["audit"]["consistent"] is None  # nothing claimed
         assert 0.7 < run["utility"]["auroc"] <= 1.0

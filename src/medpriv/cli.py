@@ -196,6 +196,9 @@ def run(
     activation_noise: Annotated[
         float | None, typer.Option(help="split learning: σ of noise on the activations sent")
     ] = None,
+    nopeek: Annotated[
+        float | None, typer.Option(help="split learning: NoPeek weight α (dCor penalty)")
+    ] = None,
     gradient_noise: Annotated[
         float | None,
         typer.Option(help="U-shaped split: σ of noise on gradients sent back (relative to norm)"),
@@ -273,6 +276,7 @@ def run(
             "ca_certificate": None if sl_ca_cert is None else str(sl_ca_cert),
             "noise": activation_noise,
             "gradient_noise": gradient_noise,
+            "nopeek": nopeek,
         },
     }
     resolved: ExperimentConfig = load_config(config, overrides)

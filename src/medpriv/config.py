@@ -79,6 +79,7 @@ ATTACK_NAMES = (
     "attribute",
     "fl_inversion",
     "sl_label_leakage",
+    "sl_reconstruction",
 )
 # Logistic regression: sklearn's default inverse regularization.
 LOGREG_RECIPE: dict[str, Any] = {"logreg_c": 1.0}
@@ -211,8 +212,9 @@ class SplitLearningConfig:
     `ca_certificate` the PEM file that signs its TLS certificate (None = plain TCP); `noise` the
     σ of Gaussian noise added to the activations sent (a defense, in training);
     `gradient_noise` (U-shaped) the σ of Gaussian noise added to each gradient row sent back to
-    the server, relative to the batch's mean row norm (a defense against label leakage). The
-    server's
+    the server, relative to the batch's mean row norm (a defense against label leakage);
+    `nopeek` the weight α of the NoPeek loss, α·dCor(inputs, activations), that makes the
+    activations carry less about the inputs (a defense against reconstruction). The server's
     shared token comes from $MEDPRIV_SL_TOKEN, never from a config file (configs are saved
     with the results)."""
 
@@ -222,14 +224,15 @@ class SplitLearningConfig:
     ca_certificate: str | None = None
     noise: float = 0.0
     gradient_noise: float = 0.0
+    nopeek: float = 0.0
 
 
 def split_learning_problems(s: SplitLearningConfig) -> list[str]:
     problems = []
     if s.cut < 1:
         problems.append("split_learning.cut must be >= 1")
-    if s.noise < 0 or s.gradient_noise < 0:
-        problems.append("split_learning.noise and gradient_noise must be >= 0")
+    if min(s.noise, s.gradient_noise, s.nopeek) < 0:
+        problems.append("split_learning.noise, gradient_noise and nopeek must be >= 0")
     if s.clients is not None:
         try:
             PartitionSpec.parse(s.clients)

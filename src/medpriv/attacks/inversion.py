@@ -537,8 +537,10 @@ def reconstruction_accuracy(
     layout: FeatureLayout,
     *,
     tolerance: float = TOLERANCE,
+    aligned: bool = False,
 ) -> ReconstructionScore:
-    """Per-feature accuracy of x_hat after matching its rows to x_true's (Hungarian).
+    """Per-feature accuracy of x_hat after matching its rows to x_true's (Hungarian), or row by
+    row when `aligned` (the attacker knows which reconstruction is which record's).
 
     Discrete features must decode to the same value; continuous ones must lie within
     ±tolerance (standardized units, i.e. standard deviations) of the truth.
@@ -550,7 +552,10 @@ def reconstruction_accuracy(
             f"{layout.n_features})"
         )
     truth, guess = layout.decode(x_true), layout.decode(x_hat)
-    rows, cols = linear_sum_assignment(_row_cost(truth, guess, layout, tolerance))
+    if aligned:
+        rows = cols = np.arange(len(truth))
+    else:
+        rows, cols = linear_sum_assignment(_row_cost(truth, guess, layout, tolerance))
     right = _right(truth[rows], guess[cols], layout, tolerance)
     per_feature = right.mean(axis=0) if len(right) else np.zeros(right.shape[1])
     k = layout.n_continuous

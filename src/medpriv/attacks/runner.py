@@ -40,6 +40,7 @@ ALL_ATTACKS = (
     "attribute",
     "fl_inversion",
     "sl_label_leakage",
+    "sl_reconstruction",
 )
 MEMBERSHIP_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia")
 VECTORIZED_METHODS = ("baseline", "dp-sgd")
@@ -307,6 +308,17 @@ def _sl_label_leakage(ctx: AttackContext) -> dict[str, Any] | None:
         seed=ctx.seed,
     )
     return None if found is None else found.to_dict()
+
+
+@ATTACKS.register("sl_reconstruction")
+def _sl_reconstruction(ctx: AttackContext) -> dict[str, Any] | None:
+    """Inputs from the activations a split-learning server received; None for other models."""
+    from medpriv.attacks.sl_reconstruction import sl_reconstruction
+
+    if "sl_client_layers" not in ctx.model.artifacts:
+        return None
+    ctx.say("reconstructing inputs from activations")
+    return sl_reconstruction(ctx.model, ctx.splits, seed=ctx.seed)
 
 
 def run_attacks(

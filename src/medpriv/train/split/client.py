@@ -151,12 +151,13 @@ class SplitNetwork(nn.Module):
         *,
         noise: float = 0.0,
         gradient_noise: float = 0.0,
+        nopeek: float = 0.0,
         keep_rows: int = 0,
     ) -> None:
         super().__init__()
         self.bottom, self.head = bottom, head
         self.remote = remote
-        self.noise, self.gradient_noise = noise, gradient_noise
+        self.noise, self.gradient_noise, self.nopeek = noise, gradient_noise, nopeek
         # The last `keep_rows` gradient rows the server received, with their labels: what an
         # honest-but-curious server holds for the label-leakage attack.
         self.keep_rows = keep_rows
@@ -166,12 +167,14 @@ class SplitNetwork(nn.Module):
     def ushaped(self) -> bool:
         return self.head is not None
 
-    def smashed(self, x: torch.Tensor) -> torch.Tensor:
-        """The cut-layer activations as sent (with the Gaussian-noise defense in training)."""
+    def smashed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the cut-layer activations as sent — with the Gaussian-noise defense in training —,
+        the NoPeek penalty α·dCor(x, activations) the client adds to its loss, or None)."""
         h = self.bottom(x)
+        penalty = self.nopeek * distance_correlation(x, h) if self.nopeek > 0 else None
         if self.noise > 0 and self.training:
             h = h + self.noise * torch.randn_like(h)
-        return h
+        return h, penalty
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -225,11 +228,18 @@ def split_step(
     gradient back through the client's layers; both sides step. Returns the batch logits."""
     assert isinstance(network, SplitNetwork)
     optimizer.zero_grad(set_to_none=True)
-    h = network.smashed(x)
+    h, penalty = network.smashed(x)
     sent = h.detach().numpy()
+
+    def client_backward(grad_h: np.ndarray) -> None:
+        if penalty is None:
+            h.backward(torch.from_numpy(grad_h))
+        else:
+            torch.autograd.backward([h, penalty], [torch.from_numpy(grad_h), None])
+
     if not network.ushaped:
         grad_h, logits = network.remote.train(sent, y.numpy())
-        h.backward(torch.from_numpy(grad_h))
+        client_backward(grad_h)
         optimizer.step()
         return torch.from_numpy(logits)
     z = torch.from_numpy(network.remote.forward(sent)).requires_grad_(True)
@@ -241,10 +251,25 @@ def split_step(
         grad_z = grad_z + scale * torch.randn_like(grad_z)
     sent_grad = grad_z.numpy()
     network.observe(sent_grad, y.numpy())
-    grad_h = network.remote.backward(sent_grad)
-    h.backward(torch.from_numpy(grad_h))
+    client_backward(network.remote.backward(sent_grad))
     optimizer.step()
     return logits.detach()
+
+
+def distance_correlation(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Sample distance correlation of two batches (Székely et al. 2007), differentiable; NoPeek's
+    penalty (Vepakomma et al. 2020). 0 for independent, 1 for (scaled) identical rows."""
+
+    def centered(v: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(v, v)
+        return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
+
+    a, b = centered(x.detach()), centered(z)
+    dcov_xz, dcov_xx, dcov_zz = (a * b).mean(), (a * a).mean(), (b * b).mean()
+    denominator = torch.sqrt(dcov_xx * dcov_zz)
+    if float(denominator.detach()) <= 0:
+        return z.sum() * 0.0
+    return torch.sqrt(torch.clamp(dcov_xz / denominator, min=1e-12))
 
 
 def compose(network: SplitNetwork, in_features: int, hidden: tuple[int, ...]) -> MLP:

@@ -8,6 +8,7 @@ weights (both sides) are composed into one local MLP for evaluation and the atta
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -109,6 +110,7 @@ class SplitTrainer:
                 head,
                 noise=self.settings.noise,
                 gradient_noise=self.settings.gradient_noise if self.ushaped else 0.0,
+                nopeek=self.settings.nopeek,
                 keep_rows=min(len(data.x_train), OBSERVED_ROWS) if self.ushaped else 0,
             )
             optimizer = make_optimizer(list(network.local_parameters()), spec)
@@ -116,6 +118,7 @@ class SplitTrainer:
                 **run_meta(self.method, pre, config, seed, data),
                 "cut": self.settings.cut,
                 "noise": self.settings.noise,
+                "nopeek": self.settings.nopeek,
                 "clients": sizes,
             }
             cursor = Cursor()
@@ -166,11 +169,17 @@ class SplitTrainer:
                 round_trips=traffic["round_trips"],
                 epochs=len(state.history),
             ),
-            artifacts=(
-                {"sl_gradients": observed}
-                if (observed := network.observed_gradients()) is not None
-                else {}
-            ),
+            artifacts={
+                # What an honest-but-curious server could rebuild or saw: the client's layers
+                # (queried on its own patients by the reconstruction attack) and, U-shaped, the
+                # gradient rows sent back to it.
+                "sl_client_layers": copy.deepcopy(network.bottom).eval(),
+                **(
+                    {"sl_gradients": observed}
+                    if (observed := network.observed_gradients()) is not None
+                    else {}
+                ),
+            },
             params={
                 **loop_params(config, state),
                 "calibration": calibration,
@@ -178,6 +187,7 @@ class SplitTrainer:
                 "mode": "ushaped" if self.ushaped else "vanilla",
                 "transport": "grpc" if self.settings.server else "in-process",
                 "activation_noise": self.settings.noise,
+                "nopeek": self.settings.nopeek,
                 "gradient_noise": self.settings.gradient_noise if self.ushaped else 0.0,
                 "traffic": traffic,
                 "clients": sizes,
