@@ -232,3 +232,23 @@ def test_epsilon_curves_only_for_runs_that_recorded_epsilon():
     assert plots.epsilon_curves([public]) is None
     fig = plots.epsilon_curves([public, private])
     assert fig is not None and fig.axes[0].get_lines()[0].get_ydata().tolist() == [0.3, 0.5]
+
+
+def test_split_learning_leakage_figure_appears_only_for_split_runs():
+    document = _results()
+    assert plots.split_leakage(document["runs"]) is None
+    before = render_report(document).count(IMG)
+    document["runs"][0]["attacks"]["sl_label_leakage"] = {
+        "auc": 1.0,
+        "norm_auc": 0.93,
+        "cosine_auc": 1.0,
+    }
+    document["runs"][0]["attacks"]["sl_reconstruction"] = {
+        "accuracy": 0.83,
+        "baseline_accuracy": 0.58,
+    }
+    fig = plots.split_leakage(document["runs"])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    plt.close(fig)
+    page = render_report(document)
+    assert page.count(IMG) == before + 1 and "Split-learning leakage" in page

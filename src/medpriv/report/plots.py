@@ -527,3 +527,69 @@ def inversion_accuracy(runs: Sequence[dict]) -> Figure | None:
     _style(ax)
     _legend(ax, 4.2)
     return fig
+
+
+def _split_blocks(run: dict) -> tuple[dict | None, dict | None]:
+    attacks = run.get("attacks") if isinstance(run.get("attacks"), dict) else {}
+    labels, recon = attacks.get("sl_label_leakage"), attacks.get("sl_reconstruction")
+    return (
+        labels if isinstance(labels, dict) else None,
+        recon if isinstance(recon, dict) else None,
+    )
+
+
+def has_split_leakage(run: dict) -> bool:
+    return any(block is not None for block in _split_blocks(run))
+
+
+def split_leakage(runs: Sequence[dict]) -> Figure | None:
+    """What a split-learning server learns: label-leakage AUCs (norm and cosine attacks) and
+    the share of input features reconstructed from activations, against guessing."""
+    usable = [(i, r) for i, r in enumerate(runs) if has_split_leakage(r)]
+    if not usable:
+        return None
+    fig, (left, right) = _figure(9.6, 3.8, ncols=2)
+    names = [_label(_name(r, i), 22) for i, r in usable]
+    ticks = np.arange(len(usable))
+    width = 0.38
+    for offset, key, color in (
+        (-width / 2, "norm_auc", "#4c72b0"),
+        (width / 2, "cosine_auc", "#dd8452"),
+    ):
+        values = [number((_split_blocks(r)[0] or {}).get(key)) for _, r in usable]
+        left.bar(
+            ticks + offset,
+            [v if v is not None else 0.0 for v in values],
+            width,
+            color=color,
+            label=key.replace("_auc", " attack"),
+        )
+    left.axhline(0.5, ls="--", color="#888", lw=1, label="chance")
+    left.set(ylim=(0, 1.02), ylabel="AUC of the inferred labels", title="Label leakage (U-shaped)")
+    left.set_xticks(ticks, labels=names, rotation=20, ha="right")
+    accuracy = [number((_split_blocks(r)[1] or {}).get("accuracy")) for _, r in usable]
+    baseline = [number((_split_blocks(r)[1] or {}).get("baseline_accuracy")) for _, r in usable]
+    right.bar(
+        ticks,
+        [a if a is not None else 0.0 for a in accuracy],
+        0.6,
+        color="#55a868",
+        label="reconstructed",
+    )
+    right.plot(
+        ticks,
+        [b if b is not None else np.nan for b in baseline],
+        "_",
+        color="#333",
+        ms=28,
+        mew=2,
+        label="distribution baseline",
+    )
+    right.set(
+        ylim=(0, 1.02), ylabel="Features reconstructed correctly", title="Inputs from activations"
+    )
+    right.set_xticks(ticks, labels=names, rotation=20, ha="right")
+    for ax in (left, right):
+        _style(ax)
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+    return fig
