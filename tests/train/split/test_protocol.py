@@ -116,3 +116,13 @@ def test_the_server_refuses_bad_requests_and_keeps_serving(caplog):
     z = other.forward(h)
     assert other.backward(np.ones_like(z)).shape == (5, 8)
     assert not any(str(h.sum()) in record.getMessage() for record in caplog.records)
+
+
+def test_a_full_server_makes_room_by_dropping_idle_sessions():
+    server = SplitServer(max_sessions=2, idle_timeout=60.0)
+    first, _ = _open(server), _open(server)
+    with pytest.raises(ProtocolError, match="server full"):
+        _open(server)
+    server.sessions[first.session].last_used -= 120.0  # its client went quiet two minutes ago
+    third = _open(server)
+    assert first.session not in server.sessions and third.session in server.sessions

@@ -18,6 +18,7 @@ import hmac
 import itertools
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,7 @@ class Session:
     seq: int = 0
     pending: tuple[torch.Tensor, torch.Tensor] | None = None  # U-shaped: (input, output)
     steps: int = 0
+    last_used: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -100,6 +102,7 @@ class SplitServer:
     token: str | None = None
     max_bytes: int = MAX_MESSAGE_BYTES
     max_sessions: int = 64
+    idle_timeout: float = 1800.0  # a session unused this long is dropped when room is needed
     sessions: dict[str, Session] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -148,7 +151,7 @@ class SplitServer:
         if handler is None:
             raise ProtocolError(f"unknown op {request.op!r}")
         reply = handler(session, request)
-        session.seq = request.seq
+        session.seq, session.last_used = request.seq, time.monotonic()
         return reply
 
     # --- ops ---------------------------------------------------------------------------------
@@ -167,6 +170,8 @@ class SplitServer:
         if mode == "vanilla" and widths[-1] != 2:
             raise ProtocolError("the vanilla server part must end in the 2 output logits")
         if len(self.sessions) >= self.max_sessions:
+            self._drop_idle()
+        if len(self.sessions) >= self.max_sessions:
             raise ProtocolError(f"server full ({self.max_sessions} sessions)")
         network = build_part(widths, final_relu=mode == "ushaped")
         params = list(network.parameters())
@@ -181,6 +186,16 @@ class SplitServer:
         self.sessions[session_id] = Session(mode, network, optimizer, widths[0])
         log.info("session %s opened: %s, widths %s", session_id[:8], mode, widths)
         return Envelope("ok", [], {"session": session_id}, id=request.id, session=session_id)
+
+    def _drop_idle(self) -> None:
+        """Forget sessions whose client went quiet (crashed without closing)."""
+        now = time.monotonic()
+        for session_id, session in list(self.sessions.items()):
+            if now - session.last_used > self.idle_timeout:
+                del self.sessions[session_id]
+                log.info(
+                    "session %s dropped after %.0f s idle", session_id[:8], now - session.last_used
+                )
 
     def _activations(self, session: Session, request: Envelope, index: int = 0) -> torch.Tensor:
         h = request.arrays[index]
