@@ -23,6 +23,13 @@ fl_app = typer.Typer(
     help="Federated learning on Flower: a SuperLink, one SuperNode per hospital, a run.",
 )
 
+MethodOpt = Annotated[
+    str, typer.Option(help="fedavg, fedavg-dp (DP-SGD in clients) or fedavg-cdp (client-level)")
+]
+EpsilonOpt = Annotated[float | None, typer.Option(help="private methods: the target ε")]
+SecaggOpt = Annotated[
+    bool, typer.Option("--secagg", help="SecAgg+: the coordinator sees only the aggregate")
+]
 HomeOpt = Annotated[
     Path | None, typer.Option(help="FLWR_HOME for this process (default: ./.flwr/<role>)")
 ]
@@ -144,15 +151,9 @@ def run(
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="rounds (default 20)")] = None,
     strategy: Annotated[str | None, typer.Option(help="fedavg, fedprox or fedadam")] = None,
-    method: Annotated[
-        str, typer.Option(help="fedavg, fedavg-dp (DP-SGD in clients) or fedavg-cdp")
-    ] = "fedavg",
-    target_epsilon: Annotated[
-        float | None, typer.Option(help="private methods: the target ε")
-    ] = None,
-    secagg: Annotated[
-        bool, typer.Option("--secagg", help="SecAgg+: the coordinator sees only the aggregate")
-    ] = False,
+    method: MethodOpt = "fedavg",
+    target_epsilon: EpsilonOpt = None,
+    secagg: SecaggOpt = False,
     nodes: Annotated[int, typer.Option(help="wait for this many SuperNodes")] = 2,
     seed: Annotated[int, typer.Option(help="seed of the split, init and client seeds")] = 0,
     resume: Annotated[
@@ -212,13 +213,9 @@ def local(
         str | None, typer.Option(help="comma-separated sites to run a SuperNode for (default all)")
     ] = None,
     rounds: Annotated[int, typer.Option(help="rounds")] = 5,
-    method: Annotated[str, typer.Option(help="fedavg, fedavg-dp or fedavg-cdp")] = "fedavg",
-    target_epsilon: Annotated[
-        float | None, typer.Option(help="private methods: the target ε")
-    ] = None,
-    secagg: Annotated[
-        bool, typer.Option("--secagg", help="SecAgg+: the coordinator sees only the aggregate")
-    ] = False,
+    method: MethodOpt = "fedavg",
+    target_epsilon: EpsilonOpt = None,
+    secagg: SecaggOpt = False,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
 ) -> None:
     """A whole deployment on this machine: SuperLink + one SuperNode per site, one run, all

@@ -26,22 +26,13 @@ from medpriv.attacks.mia import (
     rmia_scores,
     true_label_probability,
 )
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import ATTACK_NAMES, PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset, concat
 from medpriv.data.splits import Splits
 from medpriv.registry import Registry
 from medpriv.train.base import TrainedModel, Trainer
 
-ALL_ATTACKS = (
-    "mia_loss",
-    "mia_lira",
-    "mia_rmia",
-    "audit",
-    "attribute",
-    "fl_inversion",
-    "sl_label_leakage",
-    "sl_reconstruction",
-)
+ALL_ATTACKS = ATTACK_NAMES  # registry order: membership attacks before the audit
 MEMBERSHIP_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia")
 VECTORIZED_METHODS = ("baseline", "dp-sgd")
 Progress = Callable[[str], None]
