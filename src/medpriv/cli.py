@@ -196,6 +196,12 @@ def run(
     activation_noise: Annotated[
         float | None, typer.Option(help="split learning: σ of noise on the activations sent")
     ] = None,
+    client_dp: Annotated[
+        bool | None,
+        typer.Option(
+            "--client-dp/--no-client-dp", help="split learning: DP-SGD on the client's layers"
+        ),
+    ] = None,
     nopeek: Annotated[
         float | None, typer.Option(help="split learning: NoPeek weight α (dCor penalty)")
     ] = None,
@@ -277,6 +283,7 @@ def run(
             "noise": activation_noise,
             "gradient_noise": gradient_noise,
             "nopeek": nopeek,
+            "client_dp": client_dp,
         },
     }
     resolved: ExperimentConfig = load_config(config, overrides)

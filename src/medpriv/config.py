@@ -214,7 +214,9 @@ class SplitLearningConfig:
     `gradient_noise` (U-shaped) the σ of Gaussian noise added to each gradient row sent back to
     the server, relative to the batch's mean row norm (a defense against label leakage);
     `nopeek` the weight α of the NoPeek loss, α·dCor(inputs, activations), that makes the
-    activations carry less about the inputs (a defense against reconstruction). The server's
+    activations carry less about the inputs (a defense against reconstruction); `client_dp`
+    trains the client's layers with DP-SGD for [privacy]'s target ε (the composed model is still
+    not DP: the activations sent are not protected). The server's
     shared token comes from $MEDPRIV_SL_TOKEN, never from a config file (configs are saved
     with the results)."""
 
@@ -225,6 +227,7 @@ class SplitLearningConfig:
     noise: float = 0.0
     gradient_noise: float = 0.0
     nopeek: float = 0.0
+    client_dp: bool = False
 
 
 def split_learning_problems(s: SplitLearningConfig) -> list[str]:

@@ -97,7 +97,8 @@ class PrivacySpent:
     def statement(self) -> str:
         """The guarantee in plain words (or its absence), with its caveats."""
         if not self.is_private:
-            return "Not differentially private: no formal guarantee; measure leakage with attacks."
+            text = "Not differentially private: no formal guarantee; measure leakage with attacks."
+            return text + (" Note: " + "; ".join(self.caveats) + "." if self.caveats else "")
         delta = f", δ = {self.delta:.2g}" if self.delta else " (pure ε-DP)"
         text = f"ε = {self.epsilon:.3g}{delta} per {self.unit}"
         if self.accountant:

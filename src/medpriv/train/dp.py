@@ -111,7 +111,7 @@ def apply_unit_policy(
     return replace(splits, parts={**splits.parts, "train": kept}), [note]
 
 
-def _saved_mechanism(checkpoint: Path | None, resume: bool) -> tuple[float, float] | None:
+def saved_mechanism(checkpoint: Path | None, resume: bool) -> tuple[float, float] | None:
     """(σ, record δ) of the run being resumed: resuming continues the same mechanism."""
     if not resume or checkpoint is None or not Path(checkpoint).exists():
         return None
@@ -296,7 +296,7 @@ class DPSGDTrainer:
             splits.train,
             config=config,
             privacy=privacy,
-            saved=_saved_mechanism(checkpoint, resume),
+            saved=saved_mechanism(checkpoint, resume),
         )
         caveats += check_budget(
             plan, planned_steps=config.epochs * plan.steps_per_epoch, privacy=privacy

@@ -174,8 +174,12 @@ def _cross_entropy_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return g.scatter_add_(1, y.unsqueeze(1), minus_one)
 
 
-def _manual_pass(plan: _Plan, x: torch.Tensor, y: torch.Tensor) -> Passes:
-    """(Linear inputs, gradients of the summed cross-entropy w.r.t. Linear outputs, logits)."""
+TopGrad = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _manual_pass(plan: _Plan, x: torch.Tensor, top: TopGrad) -> Passes:
+    """(Linear inputs, gradients of the summed loss w.r.t. Linear outputs, network output);
+    `top(output)` gives each sample's gradient of its loss w.r.t. the network's output."""
     with torch.no_grad():
         h = x
         for module in plan.before:
@@ -194,7 +198,7 @@ def _manual_pass(plan: _Plan, x: torch.Tensor, y: torch.Tensor) -> Passes:
                     h = h * mask
                     tape.append((False, mask))
             tapes.append(tape)
-        g = _cross_entropy_grad(h, y)
+        g = top(h)
         grads = [g] * len(plan.blocks)
         for i in range(len(plan.blocks) - 1, -1, -1):
             for is_relu, saved in reversed(tapes[i]):
@@ -205,7 +209,7 @@ def _manual_pass(plan: _Plan, x: torch.Tensor, y: torch.Tensor) -> Passes:
     return inputs, grads, h
 
 
-def _autograd_pass(plan: _Plan, x: torch.Tensor, y: torch.Tensor) -> Passes:
+def _autograd_pass(plan: _Plan, x: torch.Tensor, top: TopGrad) -> Passes:
     """As `_manual_pass`, for any elementwise layers: one autograd.grad w.r.t. Linear outputs."""
     with torch.enable_grad():
         h = x.detach()
@@ -222,13 +226,52 @@ def _autograd_pass(plan: _Plan, x: torch.Tensor, y: torch.Tensor) -> Passes:
             outputs.append(h)
             for module in block.after:
                 h = module(h.clone() if getattr(module, "inplace", False) else h)
-        loss = F.cross_entropy(h, y, reduction="sum")
-        grads = torch.autograd.grad(loss, outputs)
+        grads = torch.autograd.grad(h, outputs, grad_outputs=top(h.detach()))
     return inputs, list(grads), h.detach()
 
 
 def _passes(plan: _Plan, x: torch.Tensor, y: torch.Tensor) -> Passes:
-    return (_manual_pass if plan.manual else _autograd_pass)(plan, x, y)
+    def top(logits: torch.Tensor) -> torch.Tensor:
+        return _cross_entropy_grad(logits, y)
+
+    return (_manual_pass if plan.manual else _autograd_pass)(plan, x, top)
+
+
+@dataclass
+class PerSample:
+    """One pass of a Linear/elementwise network whose output gradient comes from elsewhere
+    (split learning: the server returns it): per-sample norms and clipped sums, as above."""
+
+    plan: _Plan
+    inputs: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    output: torch.Tensor
+
+    @property
+    def params(self) -> tuple[nn.Parameter, ...]:
+        return self.plan.params
+
+    def norms(self) -> torch.Tensor:
+        with torch.no_grad():
+            return _norms(self.plan, self.inputs, self.grads)
+
+    def accumulate(self, factors: torch.Tensor, into: Sequence[torch.Tensor]) -> None:
+        with torch.no_grad():
+            _accumulate(self.plan, self.inputs, self.grads, factors, into)
+
+
+def per_sample_pass(network: nn.Module, x: torch.Tensor, top: TopGrad) -> PerSample:
+    """Forward `x` through `network`, ask `top(output)` for each sample's output gradient, and
+    keep what per-sample clipping needs."""
+    plan = _plan(network)
+    inputs, grads, output = (_manual_pass if plan.manual else _autograd_pass)(plan, x, top)
+    return PerSample(plan, inputs, grads, output)
+
+
+def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """Opacus 1.6 flat clipping factors for per-sample norms."""
+    _check_clip(max_grad_norm)
+    return _clip_factors(norms, max_grad_norm)
 
 
 # --- clipping -----------------------------------------------------------------------------------

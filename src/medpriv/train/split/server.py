@@ -115,7 +115,8 @@ class SplitServer:
             return encode(Envelope("error", meta={"error": f"malformed request: {exc}"}))
         try:
             self._authenticate(request)
-            with self._lock:
+            # In process the caller may be under torch.no_grad(); the server's autograd is its own.
+            with self._lock, torch.enable_grad():
                 reply = self._dispatch(request)
             return encode(reply, max_bytes=self.max_bytes)
         except ProtocolError as exc:

@@ -18,11 +18,18 @@ import numpy as np
 from medpriv.config import SPLIT_RECIPE, PrivacyConfig, SplitLearningConfig, TrainConfig
 from medpriv.data.partition import partition
 from medpriv.data.splits import Splits
-from medpriv.errors import ConfigError
+from medpriv.errors import ConfigError, PrivacyError
 from medpriv.privacy.accounting import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
 from medpriv.train.baseline import finish_scorer, loop_params, new_network, prepare, run_meta
-from medpriv.train.loop import EpochCallback, fit_network, shuffled_batches
+from medpriv.train.dp import (
+    VALIDATION_CAVEAT,
+    DPPlan,
+    apply_unit_policy,
+    plan_privacy,
+    saved_mechanism,
+)
+from medpriv.train.loop import EpochCallback, PoissonBatches, fit_network, shuffled_batches
 from medpriv.train.split.client import (
     RemotePart,
     SplitNetwork,
@@ -32,6 +39,7 @@ from medpriv.train.split.client import (
     split_step,
 )
 from medpriv.train.split.clients import Cursor, SplitFedClients, client_batches
+from medpriv.train.split.private import make_private_split_step
 from medpriv.train.split.server import make_optimizer
 from medpriv.train.split.transport import GrpcTransport, InProcessTransport, Transport
 
@@ -61,6 +69,8 @@ class SplitTrainer:
 
     def __init__(self, split_learning: SplitLearningConfig | None = None) -> None:
         self.settings = split_learning or SplitLearningConfig()
+        # With DP on the client's layers the run takes part in the ε sweep.
+        self.private = self.settings.client_dp
 
     def _clients(self, splits: Splits, seed: int) -> tuple[dict[str, np.ndarray] | None, list[str]]:
         """The hospitals' training rows (None: one client holding them all), and notes."""
@@ -71,6 +81,58 @@ class SplitTrainer:
         if self.parallel and len(found.clients) < 2:
             raise ConfigError(f"splitfed needs at least 2 clients; {spec} gives one")
         return found.clients, list(found.notes)
+
+    def _check_client_dp(
+        self, splits: Splits, privacy: PrivacyConfig | None, seed: int
+    ) -> tuple[Splits, list[str]]:
+        """DP-SGD on the client's layers: one client, no NoPeek, a target ε (or σ)."""
+        if privacy is None or (privacy.target_epsilon is None and privacy.noise_multiplier is None):
+            raise PrivacyError(
+                "--client-dp needs a target ε (--target-epsilon) or --noise-multiplier"
+            )
+        if self.parallel or self.settings.clients is not None:
+            raise ConfigError("--client-dp is for one client (not several hospitals or splitfed)")
+        if self.settings.nopeek > 0:
+            raise ConfigError(
+                "--client-dp cannot be combined with --nopeek (its loss is not clipped)"
+            )
+        if privacy.unit_policy != "one-per-unit":
+            raise PrivacyError(
+                "--client-dp accounts with one record per unit (--unit-policy one-per-unit)"
+            )
+        splits, notes = apply_unit_policy(splits, privacy, seed)
+        return splits, [VALIDATION_CAVEAT, *notes]
+
+    def _composed_privacy(
+        self, splits: Splits, dp_plan: DPPlan | None, epochs: int, caveats: list[str]
+    ) -> tuple[PrivacySpent, dict | None]:
+        """(the composed model's privacy — never DP —, the client layers' DP statement or None)."""
+        unit = splits.train.unit_name
+        if dp_plan is None:
+            return PrivacySpent(unit=unit, sampling="shuffle"), None
+        steps = epochs * dp_plan.steps_per_epoch
+        epsilon, delta = dp_plan.unit_guarantee(steps)
+        client = PrivacySpent(
+            epsilon=epsilon,
+            delta=delta,
+            accountant=dp_plan.accountant,
+            sampling="poisson",
+            unit=unit,
+            level="sample",
+            clipping_norm=dp_plan.max_grad_norm,
+            noise_multiplier=dp_plan.noise_multiplier,
+            steps=steps,
+            sample_rate=dp_plan.sample_rate,
+            mechanism="DP-SGD on the client's layers only",
+            caveats=tuple(caveats),
+        )
+        sent = "activations and labels" if not self.ushaped else "activations"
+        note = (
+            f"the client's layers are DP (ε = {epsilon:.3g}, δ = {delta:.2g} per {unit}), but "
+            f"the {sent} sent to the server are computed from the raw records, so the server's "
+            "part and this composed model carry no DP guarantee"
+        )
+        return PrivacySpent(unit=unit, sampling="poisson", caveats=(note,)), client.to_dict()
 
     def fit(
         self,
@@ -85,7 +147,10 @@ class SplitTrainer:
     ) -> TrainedModel:
         start = time.perf_counter()
         config = config.resolved(self.recipe)
-        pre, data = prepare(splits)
+        caveats: list[str] = []
+        if self.settings.client_dp:
+            splits, caveats = self._check_client_dp(splits, privacy, seed)
+        pre, data = prepare(splits, fit_on="val" if self.settings.client_dp else "train")
         full, _ = new_network(config, data.x_train.shape[1], seed)
         bottom, server_part, head = cut_mlp(full, self.settings.cut, ushaped=self.ushaped)
         spec = {
@@ -134,6 +199,29 @@ class SplitTrainer:
                 assert groups is not None
                 clients = SplitFedClients(network, list(sizes.values()), spec, cursor)
                 step, end_epoch = clients.step, clients.average
+            dp_plan, annotate = None, None
+            if self.settings.client_dp:
+                assert privacy is not None
+                dp_plan = plan_privacy(
+                    splits.train,
+                    config=config,
+                    privacy=privacy,
+                    saved=saved_mechanism(checkpoint, resume),
+                )
+                batches = PoissonBatches(
+                    sample_rate=dp_plan.sample_rate, steps_per_epoch=dp_plan.steps_per_epoch
+                )
+                step = make_private_split_step(
+                    max_grad_norm=dp_plan.max_grad_norm,
+                    noise_multiplier=dp_plan.noise_multiplier,
+                    expected_batch_size=dp_plan.expected_batch_size,
+                )
+                meta.update(dp_plan.meta())
+                steps_per_epoch = dp_plan.steps_per_epoch
+
+                def annotate(epoch: int) -> dict[str, float]:
+                    return {"epsilon": dp_plan.unit_epsilon(epoch * steps_per_epoch)}
+
             state = fit_network(
                 network,
                 optimizer,
@@ -148,6 +236,8 @@ class SplitTrainer:
                 meta=meta,
                 on_epoch=on_epoch,
                 end_epoch=end_epoch,
+                annotate=annotate,
+                record_train_metrics=dp_plan is None,
             )
             composed = compose(network, data.x_train.shape[1], tuple(config.hidden))
             remote.close()
@@ -160,7 +250,7 @@ class SplitTrainer:
             preprocessor=pre,
             scorer=scorer,
             history=state.history,
-            privacy=PrivacySpent(unit=splits.train.unit_name, sampling="shuffle"),
+            privacy=self._composed_privacy(splits, dp_plan, state.epoch, caveats)[0],
             cost=Cost(
                 train_seconds=time.perf_counter() - start,
                 bytes_communicated=traffic["bytes_sent"] + traffic["bytes_received"],
@@ -190,6 +280,9 @@ class SplitTrainer:
                 "nopeek": self.settings.nopeek,
                 "gradient_noise": self.settings.gradient_noise if self.ushaped else 0.0,
                 "traffic": traffic,
+                "client_layers_privacy": self._composed_privacy(
+                    splits, dp_plan, state.epoch, caveats
+                )[1],
                 "clients": sizes,
                 "client_schedule": (
                     "one client"
