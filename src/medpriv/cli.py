@@ -368,6 +368,29 @@ def data_extract(
     typer.echo(f"wrote {len(dataset):,} rows to {out}")
 
 
+@app.command("report")
+@one_line_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder holding results.json")],
+) -> None:
+    """Regenerate report.html and report.md from a run folder's results.json alone."""
+    import json
+
+    from medpriv.report.files import write_reports
+
+    results = run_dir / "results.json" if run_dir.is_dir() else run_dir
+    if not results.is_file():
+        raise MedprivError(f"{run_dir}: no results.json there; pass a run folder")
+    try:
+        document = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MedprivError(f"cannot read {results}: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("runs"), list):
+        raise MedprivError(f"{results} is not a medpriv results file (no 'runs' list)")
+    html, markdown = write_reports(document, results.parent)
+    typer.echo(f"report:  {html}\nsummary: {markdown}")
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List the registered training methods."""

@@ -81,6 +81,45 @@ ATTACK_NAMES = (
     "sl_label_leakage",
     "sl_reconstruction",
 )
+# What `medpriv run` does with no arguments (issue 7): the comparison a hospital decides on.
+DEFAULT_METHODS = (
+    "baseline",
+    "logreg",
+    "dp-sgd@1",
+    "dp-sgd@8",
+    "dp-logreg@1",
+    "fedavg",
+    "fedavg-dp@3",
+    "split-ushaped",
+)
+DEFAULT_ATTACKS = (
+    "mia_loss",
+    "mia_lira",
+    "audit",
+    "attribute",
+    "fl_inversion",
+    "sl_label_leakage",
+)
+
+
+def parse_method(entry: str) -> tuple[str, float | None]:
+    """`"dp-sgd@8"` -> ("dp-sgd", 8.0); `"baseline"` -> ("baseline", None).
+
+    The `@ε` suffix pins a private method's target ε for that entry, so one run can compare
+    dp-sgd at ε 1 and 8 beside fedavg-dp at ε 3.
+    """
+    name, sep, eps = entry.strip().partition("@")
+    if not sep:
+        return name, None
+    try:
+        value = float(eps)
+    except ValueError:
+        raise ConfigError(f"method {entry!r}: the part after @ must be a number (an ε)") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"method {entry!r}: ε must be a positive finite number")
+    return name, value
+
+
 # Logistic regression: sklearn's default inverse regularization.
 LOGREG_RECIPE: dict[str, Any] = {"logreg_c": 1.0}
 # Objective perturbation: the noise term is fixed by ε and the row bound, so strong
@@ -125,13 +164,13 @@ class RunConfig:
     `shadow_models` is LiRA's and RMIA's K.
     """
 
-    methods: tuple[str, ...] = ("baseline", "logreg")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 1
     epsilons: tuple[float, ...] = ()
     out: str = "runs"
     bootstrap: int = 1000
     progress: bool = True
-    attacks: tuple[str, ...] = ATTACK_NAMES
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
     shadow_models: int = 16
 
 
@@ -314,6 +353,11 @@ class ExperimentConfig:
             problems.append("run.shadow_models must be >= 2")
         if not r.methods:
             problems.append("run.methods is empty; name at least one method")
+        for entry in r.methods:
+            try:
+                parse_method(entry)
+            except ConfigError as exc:
+                problems.append(str(exc))
         if self.data.window_hours not in (24, 48):
             problems.append("data.window_hours must be 24 or 48")
         problems += privacy_problems(self.privacy, self.run.epsilons)

@@ -93,6 +93,16 @@ class ConsoleListener:
                 completed=self._progress.tasks[task].total,
                 info=f"test AUROC {utility['auroc']:.3f}",
             )
+        elif event == "run_skipped":
+            self._progress.add_task(info["name"], total=1, completed=1, info="finished earlier")
+        elif event == "interrupted":
+            self.paths = info["paths"]
+            self._progress.console.print(
+                f"interrupted: {info['done']} of {info['of']} runs finished and saved in "
+                f"{info['paths'].results}; continue with: medpriv run --resume "
+                f"{info['paths'].root}",
+                style="yellow",
+            )
         elif event == "done":
             self.paths = info["paths"]
 

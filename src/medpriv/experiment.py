@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -11,10 +12,11 @@ from typing import Any
 
 from medpriv import __version__
 from medpriv.attacks.runner import run_attacks
-from medpriv.config import ExperimentConfig, PrivacyConfig, to_toml
+from medpriv.config import ExperimentConfig, PrivacyConfig, parse_method, to_toml
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import Splits, split_by_unit
+from medpriv.errors import ConfigError, MedprivError
 from medpriv.metrics import choose_threshold, curves, utility_metrics
 from medpriv.results import run_entry, write_json_atomic
 from medpriv.train.base import TrainedModel, get_trainer
@@ -64,26 +66,39 @@ class RunSpec:
 
 
 def plan_runs(config: ExperimentConfig, private: dict[str, bool]) -> list[RunSpec]:
-    """Seeds x methods x (for private methods) the ε sweep, in that order."""
-    runs = []
+    """Seeds x methods x (for private methods) the ε sweep, in that order.
+
+    A method written `name@ε` runs at that ε only; a private method without one follows
+    `run.epsilons`, else the fixed σ, else `privacy.target_epsilon`.
+    """
+    runs: list[RunSpec] = []
     for seed in range(config.run.seeds):
-        for method in config.run.methods:
+        for entry in config.run.methods:
+            method, pinned = parse_method(entry)
             if not private[method]:
+                if pinned is not None:
+                    raise ConfigError(f"method {entry!r}: {method} is not private; drop the @ε")
                 runs.append(RunSpec(f"{method} seed={seed}", method, seed, config.privacy))
+                continue
+            if pinned is not None:
+                epsilons: tuple[float, ...] = (pinned,)
             elif config.run.epsilons:
-                for eps in config.run.epsilons:
-                    privacy = replace(config.privacy, target_epsilon=eps, noise_multiplier=None)
-                    runs.append(RunSpec(f"{method} eps={eps:g} seed={seed}", method, seed, privacy))
+                epsilons = config.run.epsilons
             elif config.privacy.noise_multiplier is not None:
                 sigma = config.privacy.noise_multiplier
                 runs.append(
                     RunSpec(f"{method} sigma={sigma:g} seed={seed}", method, seed, config.privacy)
                 )
+                continue
             else:
-                eps = config.privacy.target_epsilon
-                runs.append(
-                    RunSpec(f"{method} eps={eps:g} seed={seed}", method, seed, config.privacy)
-                )
+                epsilons = (float(config.privacy.target_epsilon),)
+            for eps in epsilons:
+                privacy = replace(config.privacy, target_epsilon=eps, noise_multiplier=None)
+                runs.append(RunSpec(f"{method} eps={eps:g} seed={seed}", method, seed, privacy))
+    names = [spec.name for spec in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"run.methods lists the same run twice: {', '.join(repeated)}")
     return runs
 
 
@@ -123,6 +138,49 @@ def planned_epochs(trainer: Any, config: ExperimentConfig) -> int:
     return config.train.resolved(getattr(trainer, "recipe", {})).epochs or 1
 
 
+# Changes allowed on --resume. Runs are named by method, ε and seed, so a changed plan reuses
+# the finished runs it still names; longer training continues every run from its checkpoint.
+PLAN_KEYS = {("run", "progress"), ("run", "out"), ("run", "methods"), ("run", "seeds")}
+PLAN_KEYS |= {("run", "epsilons")}
+LONGER_TRAINING_KEYS = {("train", "epochs"), ("federated", "rounds")}
+
+
+def _previous_runs(config: ExperimentConfig, paths: RunPaths) -> tuple[dict, dict[str, dict]]:
+    """(the saved document, its finished runs by name) for `--resume`.
+
+    Finished runs are reused only when they answer the same question: the config must match
+    the saved one except for the plan (methods, seeds, ε sweep); asking for more epochs or
+    rounds continues every run from its checkpoint instead of reusing it.
+    """
+    if not paths.results.is_file():
+        return {}, {}
+    try:
+        saved = json.loads(paths.results.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MedprivError(f"cannot read {paths.results} to resume: {exc}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list):
+        raise MedprivError(f"{paths.results} is not a medpriv results file")
+    old, new = saved.get("config", {}), config.to_dict()
+    changed = sorted(
+        f"{section}.{key}"
+        for section in set(old) | set(new)
+        for key in set(old.get(section, {})) | set(new.get(section, {}))
+        if (section, key) not in PLAN_KEYS
+        and old.get(section, {}).get(key) != new.get(section, {}).get(key)
+    )
+    if changed and all(tuple(c.split(".", 1)) in LONGER_TRAINING_KEYS for c in changed):
+        return saved, {}
+    if changed:
+        raise MedprivError(
+            f"--resume {paths.root}: the config differs from the saved run in "
+            f"{', '.join(changed)}; start a new run instead"
+        )
+    finished = {
+        run["name"]: run for run in saved["runs"] if isinstance(run, dict) and "name" in run
+    }
+    return saved, finished
+
+
 def run_experiment(
     config: ExperimentConfig,
     *,
@@ -131,75 +189,119 @@ def run_experiment(
     listener: Listener | None = None,
     dataset: TabularDataset | None = None,
 ) -> dict[str, Any]:
-    """Run every method for every seed; results.json is rewritten after each run."""
+    """Run every method for every seed; results.json is rewritten atomically after each run.
+
+    With `resume`, runs already in the folder's results.json are kept as they are and skipped,
+    and an unfinished run continues from its checkpoint. Interrupted (Ctrl-C), the document
+    keeps every finished run, is marked incomplete, and the report shows what there is.
+    """
     notify = listener or (lambda event, info: None)
     trainers = {  # unknown names fail here
         m: get_trainer(m, federated=config.federated, split_learning=config.split_learning)
-        for m in config.run.methods
+        for m in {parse_method(entry)[0] for entry in config.run.methods}
     }
+    plan = plan_runs(config, {m: getattr(t, "private", False) for m, t in trainers.items()})
+    paths = paths or RunPaths.new(Path(config.run.out))
+    saved, finished = _previous_runs(config, paths) if resume else ({}, {})
     if dataset is None:
         notify("loading", {"spec": config.data.spec})
         dataset = load_dataset(config.data)
     notify("dataset", {"dataset": dataset})
-    paths = paths or RunPaths.new(Path(config.run.out))
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.config.write_text(to_toml(config), encoding="utf-8")
     document: dict[str, Any] = {
         "medpriv_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": saved.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_dict(),
         "dataset": dataset.summary(),
+        "complete": False,
         "runs": [],
     }
     splits_by_seed: dict[int, Splits] = {}
-    for spec in plan_runs(config, {m: getattr(t, "private", False) for m, t in trainers.items()}):
-        name, seed = spec.name, spec.seed
-        if seed not in splits_by_seed:  # runs are ordered by seed: keep one split set alive
-            splits_by_seed = {seed: make_splits(dataset, config, seed)}
-        splits = splits_by_seed[seed]
-        notify("run_start", {"name": name, "epochs": planned_epochs(trainers[spec.method], config)})
-        model = trainers[spec.method].fit(
-            splits=splits,
-            config=config.train,
-            privacy=spec.privacy,
-            seed=seed,
-            checkpoint=paths.checkpoint(name),
-            resume=resume,
-            on_epoch=lambda epoch, record, name=name: notify(
-                "epoch", {"name": name, "epoch": epoch, "record": record}
-            ),
-        )
-        started = time.perf_counter()
-        utility, run_curves = evaluate(model, splits, n_boot=config.run.bootstrap, seed=seed)
-        entry = run_entry(
-            name=name,
-            model=model,
-            seed=seed,
-            utility=utility,
-            curves=run_curves,
-            split_sizes=splits.sizes(),
-        )
-        entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
-        if config.run.attacks:
-            started = time.perf_counter()
-            entry["attacks"], _ = run_attacks(
-                model,
-                splits,
-                attacks=config.run.attacks,
-                trainer=trainers[spec.method],
-                config=config.train,
-                privacy=spec.privacy,
-                n_shadow=config.run.shadow_models,
-                seed=seed,
-                progress=lambda text, name=name: notify("attack", {"name": name, "text": text}),
+    try:
+        for spec in plan:
+            if spec.name in finished:
+                document["runs"].append(finished[spec.name])
+                notify("run_skipped", {"name": spec.name})
+                continue
+            if spec.seed not in splits_by_seed:  # runs are ordered by seed: keep one set alive
+                splits_by_seed = {spec.seed: make_splits(dataset, config, spec.seed)}
+            entry = _train_and_measure(
+                spec,
+                splits_by_seed[spec.seed],
+                trainers[spec.method],
+                config,
+                paths,
+                resume,
+                notify,
             )
-            entry["cost"]["attack_seconds"] = round(time.perf_counter() - started, 4)
-        document["runs"].append(entry)
+            document["runs"].append(entry)
+            write_json_atomic(document, paths.results)
+            notify("run_end", {"name": spec.name, "entry": entry})
+    except KeyboardInterrupt:
         write_json_atomic(document, paths.results)
-        notify("run_end", {"name": name, "entry": entry})
+        _write_reports(document, paths)
+        notify("interrupted", {"paths": paths, "done": len(document["runs"]), "of": len(plan)})
+        raise
+    document["complete"] = True
     write_json_atomic(document, paths.results)
-    from medpriv.report.html import write_report
-
-    write_report(document, paths.report)
+    _write_reports(document, paths)
     notify("done", {"paths": paths})
     return document
+
+
+def _write_reports(document: dict[str, Any], paths: RunPaths) -> None:
+    from medpriv.report.files import write_reports
+
+    write_reports(document, paths.root)
+
+
+def _train_and_measure(
+    spec: RunSpec,
+    splits: Splits,
+    trainer: Any,
+    config: ExperimentConfig,
+    paths: RunPaths,
+    resume: bool,
+    notify: Listener,
+) -> dict[str, Any]:
+    """Fit one run (from its checkpoint when resuming), evaluate it and attack it."""
+    name, seed = spec.name, spec.seed
+    notify("run_start", {"name": name, "epochs": planned_epochs(trainer, config)})
+    model = trainer.fit(
+        splits=splits,
+        config=config.train,
+        privacy=spec.privacy,
+        seed=seed,
+        checkpoint=paths.checkpoint(name),
+        resume=resume,
+        on_epoch=lambda epoch, record: notify(
+            "epoch", {"name": name, "epoch": epoch, "record": record}
+        ),
+    )
+    started = time.perf_counter()
+    utility, run_curves = evaluate(model, splits, n_boot=config.run.bootstrap, seed=seed)
+    entry = run_entry(
+        name=name,
+        model=model,
+        seed=seed,
+        utility=utility,
+        curves=run_curves,
+        split_sizes=splits.sizes(),
+    )
+    entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
+    if config.run.attacks:
+        started = time.perf_counter()
+        entry["attacks"], _ = run_attacks(
+            model,
+            splits,
+            attacks=config.run.attacks,
+            trainer=trainer,
+            config=config.train,
+            privacy=spec.privacy,
+            n_shadow=config.run.shadow_models,
+            seed=seed,
+            progress=lambda text: notify("attack", {"name": name, "text": text}),
+        )
+        entry["cost"]["attack_seconds"] = round(time.perf_counter() - started, 4)
+    return entry

@@ -112,8 +112,27 @@ def utility_metrics(
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
 
 
+MIN_BIN = 20  # fewest test records in a calibration bin
+
+
+def calibration_bins(y: np.ndarray, prob: np.ndarray, *, n_bins: int = 10) -> dict:
+    """Reliability curve over equal-count bins of the predicted probability: mean predicted
+    and observed positive rate per bin, with its size. Aggregates only: with fewer than
+    `MIN_BIN` records per bin, fewer bins are used."""
+    y, prob = np.asarray(y, float), np.asarray(prob, float)
+    n_bins = max(1, min(n_bins, len(y) // MIN_BIN))
+    order = np.argsort(prob, kind="stable")
+    groups = [g for g in np.array_split(order, n_bins) if len(g)]
+    return {
+        "predicted": [round(float(prob[g].mean()), 5) for g in groups],
+        "observed": [round(float(y[g].mean()), 5) for g in groups],
+        "count": [len(g) for g in groups],
+    }
+
+
 def curves(y: np.ndarray, prob: np.ndarray, *, max_points: int = 200) -> dict:
-    """ROC and precision-recall curves, thinned to at most `max_points` points each."""
+    """ROC and precision-recall curves, thinned to at most `max_points` points each, and the
+    calibration (reliability) curve."""
     fpr, tpr, _ = roc_curve(y, prob)
     precision, recall, _ = precision_recall_curve(y, prob)
 
@@ -128,4 +147,5 @@ def curves(y: np.ndarray, prob: np.ndarray, *, max_points: int = 200) -> dict:
     return {
         "roc": {"fpr": fpr_t, "tpr": tpr_t},
         "pr": {"recall": recall_t, "precision": precision_t},
+        "calibration": calibration_bins(y, prob),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_attacks_table_and_audit_warning(page: str):
 
 
 def test_one_embedded_image_per_expected_figure(page: str):
-    # ROC, PR, utility-vs-privacy, confusion matrices, training curves
+    # ROC, PR, privacy-utility frontier, confusion matrices, training curves
     assert page.count(IMG) == 5
     no_private = _results()
     no_private["runs"] = no_private["runs"][:2]
@@ -252,3 +253,105 @@ def test_split_learning_leakage_figure_appears_only_for_split_runs():
     plt.close(fig)
     page = render_report(document)
     assert page.count(IMG) == before + 1 and "Split-learning leakage" in page
+
+
+def _seeded_results() -> dict:
+    """Two seeds of baseline and of a private method, with attack results and a budget caveat."""
+    document = _results(consistent=True)
+    runs = []
+    for seed in (0, 1):
+        base = _run(f"baseline seed={seed}", "baseline", seed, 0.86 + 0.01 * seed)
+        base["attacks"] = {
+            "mia_loss": {"auc": 0.53, "tpr_at_fpr": {"0.001": 0.0}},
+            "mia_lira": {"auc": 0.56, "tpr_at_fpr": {"0.001": 0.004 + 0.002 * seed}},
+        }
+        dp = copy.deepcopy(document["runs"][2])
+        dp["name"], dp["method"], dp["seed"] = f"dp-sgd eps=1 seed={seed}", "dp-sgd", seed
+        dp["utility"]["auroc"] = 0.80 + 0.02 * seed
+        dp["attacks"]["mia_lira"] = {"auc": 0.5, "tpr_at_fpr": {"0.001": 0.001}}
+        dp["privacy"]["caveats"] = [
+            "ε = 1.2 is over the budget of 1 (allowed by --allow-over-budget)"
+        ]
+        runs += [base, dp]
+    document["runs"] = runs
+    document["complete"] = False
+    document["dataset"]["notes"] = ["37 exact duplicate rows dropped", "ages top-coded"]
+    return document
+
+
+def test_headline_rows_average_seeds_and_mark_the_best():
+    from medpriv.report import summary
+
+    rows = summary.headline(_seeded_results()["runs"])
+    assert [r.label for r in rows] == ["baseline", "dp-sgd eps=1"]
+    base, dp = rows
+    assert base.stats["auroc"].mean == pytest.approx(0.865)
+    assert base.stats["auroc"].sd == pytest.approx(0.00707, abs=1e-5)
+    assert dp.stats["epsilon"].mean == 1.0 and not base.private and dp.private
+    best = summary.best_rows(rows)
+    assert best["auroc"] == {0} and best["lira_tpr"] == {1} and best["mia_auc"] == {1}
+    assert summary.format_stat(base.stats["auroc"]) == "0.865 ± 0.007"
+
+
+def test_headline_section_warnings_and_plain_statements():
+    page = render_report(_seeded_results())
+    headline = page.split('<section id="headline">')[1].split("</section>")[0]
+    assert "0.865 ± 0.007" in headline and "mean ± SD over 2 seeds" in headline
+    assert "LiRA TPR @ 0.1% FPR" in headline and '<span class="tag">none</span>' in headline
+    assert re.search(r'<td class="num best">0\.865 ± 0\.007</td>', headline)
+    warnings = page.split('<section id="warnings">')[1].split("</section>")[0]
+    assert "interrupted" in warnings and "duplicate rows dropped" in warnings
+    assert "over the budget" in warnings and "ages top-coded" not in warnings
+    privacy = page.split('<section id="privacy">')[1].split("</section>")[0]
+    assert "Protects each patient" in privacy and "e^ε = 2.72" in privacy
+    assert "δ = 1e-05" in privacy and "Nothing is formally protected" in privacy
+    assert page.index('id="headline"') < page.index('id="frontier"') < page.index('id="dataset"')
+
+
+def test_frontier_has_both_panels_and_skips_when_nothing_to_plot():
+    from medpriv.report import summary
+    from medpriv.report.frontier import frontier
+
+    fig = frontier(summary.headline(_seeded_results()["runs"]))
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert fig.axes[0].get_xlabel().startswith("ε") and "LiRA" in fig.axes[1].get_xlabel()
+    plt.close(fig)
+    public = [r for r in _results()["runs"] if r["privacy"]["epsilon"] is None]
+    assert frontier(summary.headline(public)) is None
+
+
+def test_markdown_companion_carries_the_same_numbers():
+    from medpriv.report.markdown import render_markdown
+
+    text = render_markdown(_seeded_results())
+    assert "| baseline | none | **0.865 ± 0.007** |" in text
+    assert "## Warnings" in text and "## Privacy statements" in text
+    assert "| ICU stays seen | 0 | 10,000 |" in text
+
+
+def test_report_is_deterministic_and_cli_regenerates_it(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from medpriv.cli import app
+    from medpriv.report.files import write_reports
+
+    document = _seeded_results()
+    for run in document["runs"]:
+        run["curves"]["calibration"] = {
+            "predicted": [0.02, 0.1, 0.4],
+            "observed": [0.03, 0.09, 0.35],
+            "count": [50, 50, 50],
+        }
+    first_html, first_md = write_reports(document, tmp_path)
+    html, md = first_html.read_text(), first_md.read_text()
+    assert "Calibration" in html
+    (tmp_path / "results.json").write_text(json.dumps(document))
+    first_html.unlink()
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert first_html.read_text() == html and first_md.read_text() == md
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no results.json" in missing.output
+    (tmp_path / "results.json").write_text("[1, 2]")
+    bad = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert bad.exit_code == 2 and "not a medpriv results file" in bad.output

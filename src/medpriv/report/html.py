@@ -11,9 +11,7 @@ import base64
 import io
 import json
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from html import escape
 from pathlib import Path
@@ -21,7 +19,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from medpriv.report import plots
+from medpriv.report import plots, summary
+from medpriv.report.files import write_text_atomic
+from medpriv.report.frontier import frontier
 from medpriv.report.plots import number
 
 __all__ = ["render_report", "write_report"]
@@ -73,6 +73,10 @@ ul.statements li { margin: 4px 0; }
 .alert-danger { background: var(--bad-bg); border: 2px solid var(--bad); color: var(--bad); }
 .alert-danger strong.head { display: block; font-size: 16.5px; margin-bottom: 4px; }
 .alert-danger ul { margin: 6px 0 0; padding-left: 20px; color: var(--ink); }
+.alert-warn { background: #fff8e6; border: 1px solid #e0a800; }
+.alert-warn strong.head { display: block; font-size: 15.5px; margin-bottom: 2px; }
+.alert-warn ul { margin: 4px 0 0; padding-left: 20px; }
+.best-key { font-weight: 700; color: var(--accent); }
 .empty { border: 1px dashed #b8c4d0; border-radius: 8px; padding: 18px; color: var(--muted);
   background: var(--zebra); }
 .figs { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 18px; }
@@ -203,7 +207,69 @@ def _header(results: dict, dataset: dict) -> str:
     )
 
 
-def _dataset_section(dataset: dict) -> str:
+def _headline_section(runs: list[dict]) -> str:
+    """One row per method and ε: utility, privacy spent, measured leakage and cost."""
+    rows = summary.headline(runs)
+    best = summary.best_rows(rows)
+    columns = [
+        c
+        for c in summary.HEADLINE_COLUMNS
+        if c.key in ("epsilon", "auroc") or any(r.stats[c.key].mean is not None for r in rows)
+    ]
+    seeds = max(len(r.runs) for r in rows)
+    headers: list[str | tuple[str, str]] = ["Method"] + [(c.title, "num") for c in columns]
+    body = []
+    for i, row in enumerate(rows):
+        cells = [(_e(row.label), "name")]
+        for column in columns:
+            stat = row.stats[column.key]
+            cls = "num best" if i in best.get(column.key, ()) else "num"
+            if column.key == "epsilon" and stat.mean is None:
+                cells.append(('<span class="tag">none</span>', "num"))
+            elif column.key == "auroc" and (ci := row.auroc_ci) is not None:
+                cells.append((f"{stat.mean:.3f} ({ci[0]:.3f}–{ci[1]:.3f})", cls))
+            elif column.key == "bytes":
+                cells.append((summary.format_bytes(stat.mean), cls))
+            else:
+                cells.append((summary.format_stat(stat, column.spec), cls))
+        body.append(cells)
+    spread = f"mean ± SD over {seeds} seeds" if seeds > 1 else "one seed; AUROC with 95% CI"
+    return (
+        '<section id="headline"><h2>Headline</h2>'
+        + _table(headers, body)
+        + f'<p class="note">Test split, {_e(spread)}. Best value per column in '
+        '<span class="best-key">bold blue</span>: higher AUROC, AUPRC and accuracy; lower '
+        "membership-attack success (MIA AUC: loss-threshold attack, 0.5 = chance; LiRA: share of "
+        "members found at a 0.1% false-positive rate), audit lower bound and training time. ε "
+        "is per privacy unit; “none” = no formal guarantee.</p></section>"
+    )
+
+
+def _warnings_section(document: dict) -> str:
+    found = summary.warnings(document)
+    if not found:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in found)
+    return (
+        '<section id="warnings"><div class="alert alert-warn" role="note">'
+        f'<strong class="head">Warnings</strong><ul>{items}</ul></div></section>'
+    )
+
+
+def _source(config: dict) -> str:
+    """Where the data came from, from the resolved config (a path or 'synthetic')."""
+    data = _dict(config.get("data"))
+    spec = str(data.get("spec") or "")
+    kind, _, where = spec.partition(":")
+    described = {
+        "synthetic": "built-in synthetic ICU cohort (MIMIC-III schema)",
+        "mimic3": "MIMIC-III tables",
+        "csv": "CSV file",
+    }.get(kind, kind or "unknown")
+    return f"{described}: {where}" if where else described
+
+
+def _dataset_section(dataset: dict, config: dict) -> str:
     unit = dataset.get("unit") or "unit"
     cards = [
         ("records", _int(dataset.get("n_records"))),
@@ -212,14 +278,33 @@ def _dataset_section(dataset: dict) -> str:
         ("positive rate", _pct(dataset.get("positive_rate"))),
         ("sites", _int(dataset.get("n_sites"))),
     ]
-    html = ['<section id="dataset"><h2>Dataset</h2><div class="cards">']
+    html = [
+        '<section id="dataset"><h2>Dataset card</h2>'
+        f'<p class="muted">Source: {_e(_source(config))}. Aggregates only — no patient row '
+        "appears in this report.</p>"
+        '<div class="cards">'
+    ]
     html += [
         f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{v}</div></div>'
         for k, v in cards
     ]
     html.append("</div>")
+    facts = []
     if dataset.get("label"):
-        html.append(f'<p class="muted">Outcome: {_e(dataset["label"])}.</p>')
+        facts.append(f"Outcome: {_e(dataset['label'])}")
+    facts.append(f"privacy unit: {_e(unit)}")
+    for key, title in (
+        ("numeric_features", "numeric"),
+        ("categorical_features", "categorical (one-hot encoded)"),
+        ("sensitive_features", "sensitive (attribute-inference targets)"),
+    ):
+        names = [str(n) for n in dataset.get(key) or []]
+        if names:
+            shown = ", ".join(names[:12]) + (
+                f" and {len(names) - 12} more" if len(names) > 12 else ""
+            )
+            facts.append(f"{len(names)} {title}: {_e(shown)}")
+    html.append('<p class="muted">' + ". ".join(facts) + ".</p>")
     flow = [s for s in dataset.get("cohort_flow") or [] if isinstance(s, dict)]
     if flow:
         html.append("<h3>Cohort flow</h3>")
@@ -423,31 +508,37 @@ def _statement(privacy: dict) -> str:
 
 
 def _privacy_section(runs: list[dict]) -> str:
-    private, public = [], []
-    for i, run in enumerate(runs):
-        privacy = _dict(run.get("privacy"))
-        (public if _epsilon(privacy) is None else private).append((_name(run, i), privacy))
-    html = ['<section id="privacy"><h2>Privacy guarantees</h2>']
-    if private:
-        html.append('<ul class="statements">')
-        failed = {run_name for run_name, *_ in _inconsistent_audits(runs)}
-        flag = ' <span class="tag bad">audit failed</span>'
-        html += [
-            f'<li><span class="tag dp">ε = {_epsilon(p)}</span> <strong>{_e(name)}</strong>: '
-            f"{_e(_statement(p))}{flag if name in failed else ''}</li>"
-            for name, p in private
-        ]
-        html.append("</ul>")
-    else:
-        html.append("<p>No run in this document is differentially private.</p>")
-    if public:
-        names = ", ".join(f"<strong>{_e(n)}</strong>" for n, _ in public)
-        html.append(
-            f'<p class="muted">Not differentially private (no formal guarantee; measure leakage '
-            f"with attacks): {names}.</p>"
+    """Per method and ε: what is protected in plain words, then the technical statement."""
+    failed = {run_name for run_name, *_ in _inconsistent_audits(runs)}
+    items = []
+    for row in summary.headline(runs):
+        first = row.runs[0]
+        privacy = _dict(first.get("privacy"))
+        eps = _epsilon(privacy)
+        tag = (
+            f'<span class="tag dp">ε = {eps}</span>'
+            if eps is not None
+            else '<span class="tag">not private</span>'
         )
-    html.append("</section>")
-    return "".join(html)
+        flag = (
+            ' <span class="tag bad">audit failed</span>'
+            if any(_name(r, 0) in failed for r in row.runs)
+            else ""
+        )
+        items.append(
+            f"<li>{tag} <strong>{_e(row.label)}</strong>{flag}: "
+            f"{_e(summary.plain_statement(first))}"
+            f'<br><span class="muted">{_e(_statement(privacy))}</span></li>'
+        )
+    return (
+        '<section id="privacy"><h2>Privacy statements</h2><ul class="statements">'
+        + "".join(items)
+        + '</ul><p class="note">ε bounds how much any one privacy unit can change what the model '
+        "reveals (smaller is stronger; ε ≤ 1 is strong, ε ≈ 8 is weak but still bounded); δ is "
+        "the small probability the bound fails and is kept below 1/(number of units). The "
+        "accountant composes the training steps; Poisson sampling is what the accounting "
+        "assumes. Attack numbers measure leakage; only ε is a guarantee.</p></section>"
+    )
 
 
 _KNOWN_METRICS = ("auc", "advantage", "tpr_at_fpr", "epsilon_lower_bound", "confidence")
@@ -579,6 +670,33 @@ def _png(fig: Figure, dpi: int = 110) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _first_of_each(runs: list[dict]) -> list[dict]:
+    """The first run (seed) of each method and ε."""
+    return [row.runs[0] for row in summary.headline(runs)]
+
+
+def _frontier_section(runs: list[dict]) -> str:
+    try:
+        fig = frontier(summary.headline(runs))
+    except Exception as error:  # a malformed field must not cost the whole report
+        return (
+            '<section id="frontier"><h2>Privacy–utility frontier</h2><p class="note">The '
+            f"frontier could not be drawn: {_e(type(error).__name__)}: {_e(error)}</p></section>"
+        )
+    if fig is None:
+        return ""
+    return (
+        '<section id="frontier"><h2>Privacy–utility frontier</h2><figure class="wide">'
+        f'<img alt="Privacy–utility frontier" src="data:image/png;base64,{_png(fig)}">'
+        "<figcaption>Left: test AUROC against the ε spent (private runs; dotted lines are "
+        "runs without a guarantee). Right: test AUROC against what LiRA actually recovers — the "
+        "share of training members it identifies at a 0.1% false-positive rate (dashed: "
+        "chance). One point per method and ε: mean over seeds with SD bars (one seed: the "
+        "AUROC's 95% CI); faint dots are single seeds. Up and to the left is better."
+        "</figcaption></figure></section>"
+    )
+
+
 def _figures_section(runs: list[dict]) -> str:
     specs: list[tuple[str, str, Callable[[list[dict]], Figure | None], bool, bool]] = [
         (
@@ -593,13 +711,6 @@ def _figures_section(runs: list[dict]) -> str:
             "Precision-recall per run on the test split; dashed line = positive rate.",
             plots.pr_curves,
             any(plots.has_curve(r, "pr") for r in runs),
-            False,
-        ),
-        (
-            "Utility vs privacy",
-            "Test AUROC with 95% CI against ε for private runs; dotted lines are non-private runs.",
-            plots.utility_privacy,
-            True,
             False,
         ),
         (
@@ -637,6 +748,23 @@ def _figures_section(runs: list[dict]) -> str:
             "dash is guessing from the feature distribution.",
             plots.split_leakage,
             any(plots.has_split_leakage(r) for r in runs),
+            True,
+        ),
+        (
+            "Calibration",
+            "Observed outcome rate against mean predicted risk in equal-count bins of the test "
+            "split (first seed of each method); the dashed diagonal is perfect calibration.",
+            lambda rs: plots.calibration_curves(_first_of_each(rs)),
+            any(plots.has_calibration(r) for r in runs),
+            False,
+        ),
+        (
+            "Federated rounds",
+            "Per round of each federated run: the global model's validation AUROC (× marks a "
+            "round where a client dropped out), the clients' training loss (mean; band = "
+            "min–max over clients) and cumulative bytes sent both ways.",
+            plots.federated_rounds,
+            any(plots.has_rounds(r) for r in runs),
             True,
         ),
         (
@@ -703,15 +831,19 @@ def render_report(results: dict) -> str:
     if runs:
         body = (
             _audit_warning(runs)
-            + _dataset_section(dataset)
-            + _runs_section(runs)
+            + _warnings_section(results)
+            + _headline_section(runs)
+            + _frontier_section(runs)
             + _privacy_section(runs)
+            + _dataset_section(dataset, _dict(results.get("config")))
+            + _runs_section(runs)
             + _attacks_section(runs)
             + _figures_section(runs)
         )
     else:
         body = (
-            _dataset_section(dataset)
+            _warnings_section(results)
+            + _dataset_section(dataset, _dict(results.get("config")))
             + '<section id="runs"><h2>Runs</h2><div class="empty">No runs in this results '
             "document yet.</div></section>"
         )
@@ -730,16 +862,4 @@ def render_report(results: dict) -> str:
 
 def write_report(results: dict, path: Path) -> Path:
     """Render and write the report atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    page = render_report(results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(render_report(results), path)

@@ -593,3 +593,92 @@ def split_leakage(runs: Sequence[dict]) -> Figure | None:
         _style(ax)
         ax.legend(fontsize=8, frameon=False, loc="lower right")
     return fig
+
+
+def _calibration(run: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    curves = run.get("curves")
+    block = curves.get("calibration") if isinstance(curves, dict) else None
+    return _series(block, "predicted", "observed")
+
+
+def has_calibration(run: dict) -> bool:
+    """Whether `run` carries a reliability curve."""
+    return _calibration(run) is not None
+
+
+def calibration_curves(runs: Sequence[dict]) -> Figure:
+    """Observed outcome rate against mean predicted risk (equal-count bins of the test split)."""
+    fig, ax = _figure(5.2, 4.2)
+    colors = _colors(len(runs))
+    top = 0.0
+    for i, run in enumerate(runs):
+        series = _calibration(run)
+        if series is None:
+            continue
+        predicted, observed = series
+        top = max(top, float(predicted.max()), float(observed.max()))
+        ax.plot(
+            predicted, observed, "o-", ms=3, lw=1.3, color=colors[i], label=_label(_name(run, i))
+        )
+    limit = min(1.0, max(0.05, top * 1.1))
+    ax.plot([0, limit], [0, limit], ls="--", lw=1, color="#999")
+    ax.set(
+        xlim=(0, limit),
+        ylim=(0, limit),
+        xlabel="Mean predicted risk",
+        ylabel="Observed outcome rate",
+        title="Calibration (test split)",
+    )
+    _style(ax)
+    _legend(ax, 4.2)
+    return fig
+
+
+def _rounds(run: dict) -> list[dict]:
+    """Per-round records of a federated run (they carry `round` and `clients`)."""
+    return [h for h in _history(run) if "round" in h and "clients" in h]
+
+
+def has_rounds(run: dict) -> bool:
+    """Whether `run` is federated and kept its per-round history."""
+    return bool(_rounds(run))
+
+
+def federated_rounds(runs: Sequence[dict]) -> Figure | None:
+    """Per round: global validation AUROC, clients' mean training loss (band: min–max) and the
+    cumulative bytes communicated; rounds with a dropped client are marked ×."""
+    usable = [(i, r) for i, r in enumerate(runs) if has_rounds(r)]
+    if not usable:
+        return None
+    fig, (auc_ax, loss_ax, bytes_ax) = _figure(12.0, 3.9, ncols=3)
+    colors = _colors(len(runs))
+    for i, run in usable:
+        records = _rounds(run)
+        xs = np.array([number(h.get("round")) or k + 1 for k, h in enumerate(records)], float)
+        label = _label(_name(run, i))
+        auc = np.array([number(h.get("val_auroc")) or np.nan for h in records], float)
+        auc_ax.plot(xs, auc, lw=1.4, color=colors[i], label=label)
+        losses = [
+            [v for v in (h.get("client_train_loss") or {}).values() if number(v) is not None]
+            for h in records
+        ]
+        mean = np.array([np.mean(v) if v else np.nan for v in losses])
+        low = np.array([min(v) if v else np.nan for v in losses])
+        high = np.array([max(v) if v else np.nan for v in losses])
+        loss_ax.plot(xs, mean, lw=1.4, color=colors[i])
+        loss_ax.fill_between(xs, low, high, color=colors[i], alpha=0.12, lw=0)
+        sent = np.cumsum(
+            [(number(h.get("bytes_up")) or 0) + (number(h.get("bytes_down")) or 0) for h in records]
+        )
+        bytes_ax.plot(xs, sent / 1e6, lw=1.4, color=colors[i])
+        dropped = [k for k, h in enumerate(records) if h.get("dropped")]
+        if dropped:
+            auc_ax.plot(xs[dropped], auc[dropped], "x", ms=7, color=colors[i])
+    auc_ax.set(title="Global model", xlabel="Round", ylabel="Validation AUROC")
+    loss_ax.set(title="Clients' training loss", xlabel="Round", ylabel="Loss (mean, min–max)")
+    bytes_ax.set(title="Communication", xlabel="Round", ylabel="Cumulative MB (both ways)")
+    for ax in (auc_ax, loss_ax, bytes_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        _style(ax)
+    _legend(auc_ax, 3.9)
+    return fig

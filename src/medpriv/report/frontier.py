@@ -1,0 +1,114 @@
+"""The privacy–utility frontier: test AUROC against ε and against LiRA's TPR at 0.1% FPR, one
+point per method and ε (mean over seeds, bars = SD), faint dots for the single runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from medpriv.report.plots import _colors, _figure, _label, _style
+from medpriv.report.summary import HEADLINE_COLUMNS, Row
+
+_READ = {c.key: c.read for c in HEADLINE_COLUMNS}
+
+
+def _points(row: Row, key: str) -> list[tuple[float, float]]:
+    """(x, AUROC) of each run of the row that has both."""
+    out = []
+    for run in row.runs:
+        x, y = _READ[key](run), _READ["auroc"](run)
+        if x is not None and y is not None:
+            out.append((x, y))
+    return out
+
+
+def _draw(ax: Axes, row: Row, key: str, color: object) -> bool:
+    """One row on one panel; False when the row lacks the x value."""
+    points = _points(row, key)
+    if not points:
+        return False
+    x, y = row.stats[key], row.stats["auroc"]
+    if len(points) > 1:
+        ax.scatter(*zip(*points, strict=True), s=12, color=color, alpha=0.35, lw=0)
+    yerr = y.sd
+    if yerr is None and (ci := row.auroc_ci) is not None:
+        yerr = [[max(y.mean - ci[0], 0.0)], [max(ci[1] - y.mean, 0.0)]]
+    ax.errorbar(
+        [x.mean],
+        [y.mean],
+        xerr=x.sd,
+        yerr=yerr,
+        fmt="o",
+        ms=7,
+        capsize=3,
+        color=color,
+        label=_label(row.label, 32),
+    )
+    return True
+
+
+def frontier(rows: Sequence[Row]) -> Figure | None:
+    """Two panels sharing the AUROC axis; None when no run is private or attacked by LiRA."""
+    rows = [r for r in rows if r.stats["auroc"].mean is not None]
+    if not any(r.private or r.stats["lira_tpr"].mean is not None for r in rows):
+        return None
+    fig, (by_eps, by_lira) = _figure(11.0, 4.6, ncols=2, sharey=True)
+    colors = _colors(len(rows))
+    private = [(r, c) for r, c in zip(rows, colors, strict=True) if r.private]
+    for row, color in private:
+        _draw(by_eps, row, "epsilon", color)
+    for row, color in zip(rows, colors, strict=True):
+        if not row.private:
+            by_eps.axhline(row.stats["auroc"].mean, ls=":", lw=1.4, color=color)
+    if private:
+        epsilons = sorted({r.stats["epsilon"].mean for r, _ in private})
+        if epsilons[0] > 0 and epsilons[-1] / epsilons[0] >= 4:
+            by_eps.set_xscale("log")
+            by_eps.xaxis.set_minor_formatter(NullFormatter())
+            by_eps.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            by_eps.set_xlim(0, epsilons[-1] * 1.25)
+    else:
+        by_eps.text(0.5, 0.5, "no private run", ha="center", transform=by_eps.transAxes)
+    by_eps.set(
+        xlabel="ε (smaller is more private)",
+        ylabel="Test AUROC",
+        title="AUROC vs ε (dotted: not private)",
+    )
+    plotted = [
+        _draw(by_lira, row, "lira_tpr", color) for row, color in zip(rows, colors, strict=True)
+    ]
+    if not any(plotted):
+        by_lira.text(
+            0.5, 0.5, "no LiRA results", ha="center", color="#666", transform=by_lira.transAxes
+        )
+    by_lira.set(
+        xlabel="LiRA TPR at 0.1% FPR (smaller leaks less)", title="AUROC vs measured leakage"
+    )
+    by_lira.axvline(0.001, ls="--", lw=1, color="#999")  # chance: TPR = FPR
+    for ax in (by_eps, by_lira):
+        _style(ax)
+    handles, labels = {}, []
+    for ax in (by_eps, by_lira):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    for row, color in zip(rows, colors, strict=True):  # rows drawn only as lines
+        label = _label(row.label, 32)
+        if label not in handles:
+            (line,) = by_eps.plot([], [], ls=":", color=color)
+            handles[label] = line
+            labels.append(label)
+    fig.legend(
+        [handles[label] for label in labels],
+        labels,
+        loc="outside lower center",
+        ncols=min(4, len(labels)),
+        fontsize=8,
+        frameon=False,
+    )
+    return fig

@@ -1,0 +1,109 @@
+"""report.md: the headline table, warnings, privacy statements and the dataset card as plain
+Markdown — for a ticket, an e-mail or a diff between runs. Figures stay in report.html."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medpriv.report import summary
+from medpriv.report.plots import number
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_cell(h) for h in headers) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _headline(runs: list[dict]) -> list[str]:
+    rows = summary.headline(runs)
+    best = summary.best_rows(rows)
+    columns = [
+        c
+        for c in summary.HEADLINE_COLUMNS
+        if c.key in ("epsilon", "auroc") or any(r.stats[c.key].mean is not None for r in rows)
+    ]
+    body = []
+    for i, row in enumerate(rows):
+        cells = [row.label]
+        for column in columns:
+            stat = row.stats[column.key]
+            if column.key == "epsilon" and stat.mean is None:
+                text = "none"
+            elif column.key == "auroc" and (ci := row.auroc_ci) is not None:
+                text = f"{stat.mean:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
+            elif column.key == "bytes":
+                text = summary.format_bytes(stat.mean)
+            else:
+                text = summary.format_stat(stat, column.spec)
+            cells.append(f"**{text}**" if i in best.get(column.key, ()) else text)
+        body.append(cells)
+    seeds = max(len(r.runs) for r in rows)
+    spread = f"mean ± SD over {seeds} seeds" if seeds > 1 else "one seed; AUROC with 95% CI"
+    return [
+        "## Headline",
+        "",
+        *_table(["Method"] + [c.title for c in columns], body),
+        "",
+        f"Test split, {spread}; best per column in bold. ε is per privacy unit; "
+        "“none” = no formal guarantee.",
+        "",
+    ]
+
+
+def _dataset(document: dict) -> list[str]:
+    d = document.get("dataset") or {}
+    spec = (document.get("config") or {}).get("data", {}).get("spec", "unknown")
+    lines = ["## Dataset card", "", f"- source: `{spec}`"]
+    for key, title in (
+        ("n_records", "records"),
+        ("n_units", f"{d.get('unit') or 'unit'}s"),
+        ("n_features", "features"),
+        ("n_sites", "sites"),
+    ):
+        if number(d.get(key)) is not None:
+            lines.append(f"- {title}: {number(d[key]):,.0f}")
+    if number(d.get("positive_rate")) is not None:
+        lines.append(f"- outcome ({d.get('label') or 'label'}) rate: {d['positive_rate']:.1%}")
+    flow = [s for s in d.get("cohort_flow") or [] if isinstance(s, dict)]
+    if flow:
+        lines += ["", "Cohort flow:", ""]
+        lines += _table(
+            ["step", "excluded", "remaining"],
+            [
+                [str(s.get("rule")), f"{s.get('excluded', 0):,}", f"{s.get('remaining', 0):,}"]
+                for s in flow
+            ],
+        )
+    return [*lines, ""]
+
+
+def render_markdown(document: dict) -> str:
+    """The Markdown companion of report.html."""
+    runs = [r for r in document.get("runs") or [] if isinstance(r, dict)]
+    name = (document.get("dataset") or {}).get("name") or "unnamed dataset"
+    lines = [
+        f"# medpriv report — {name}",
+        "",
+        f"medpriv {document.get('medpriv_version', '?')}, created {document.get('created', '?')}. "
+        "Figures are in report.html beside this file. Aggregates only.",
+        "",
+    ]
+    warnings = summary.warnings(document)
+    if warnings:
+        lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
+    if runs:
+        lines += _headline(runs)
+        lines += ["## Privacy statements", ""]
+        for row in summary.headline(runs):
+            lines.append(f"- **{row.label}**: {summary.plain_statement(row.runs[0])}")
+        lines.append("")
+    else:
+        lines += ["No runs in this results document yet.", ""]
+    lines += _dataset(document)
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""What a reader decides on, computed once from a results document for the HTML and Markdown
+reports: the headline table (one row per method and ε, mean ± SD over seeds), plain-language
+privacy statements and warnings. Standard library only; aggregates only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from medpriv.report.plots import number
+
+SEED_SUFFIX = re.compile(r"\s+seed=\d+$")
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _path(run: dict, *keys: str) -> float | None:
+    value: Any = run
+    for key in keys:
+        value = _dict(value).get(key)
+    return number(value)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A column over a group's seeds: mean, SD (None for one value) and count."""
+
+    mean: float | None
+    sd: float | None = None
+    n: int = 0
+
+    @classmethod
+    def of(cls, values: list[float | None]) -> Stat:
+        present = [v for v in values if v is not None and math.isfinite(v)]
+        if not present:
+            return cls(None)
+        sd = statistics.stdev(present) if len(present) > 1 else None
+        return cls(statistics.fmean(present), sd, len(present))
+
+
+@dataclass(frozen=True)
+class Column:
+    """A headline column: key, title, how to read a run, which way is better, format."""
+
+    key: str
+    title: str
+    read: Callable[[dict], float | None]
+    better: str | None  # "max", "min" or None (not ranked)
+    spec: str = ".3f"
+
+
+HEADLINE_COLUMNS = (
+    Column("epsilon", "ε", lambda r: _path(r, "privacy", "epsilon"), None, ".3g"),
+    Column("auroc", "AUROC", lambda r: _path(r, "utility", "auroc"), "max"),
+    Column("auprc", "AUPRC", lambda r: _path(r, "utility", "auprc"), "max"),
+    Column("accuracy", "Accuracy", lambda r: _path(r, "utility", "accuracy"), "max"),
+    Column("mia_auc", "MIA AUC", lambda r: _path(r, "attacks", "mia_loss", "auc"), "min"),
+    Column(
+        "lira_tpr",
+        "LiRA TPR @ 0.1% FPR",
+        lambda r: _path(r, "attacks", "mia_lira", "tpr_at_fpr", "0.001"),
+        "min",
+    ),
+    Column(
+        "audit_lb",
+        "Audit ε ≥",
+        lambda r: _path(r, "attacks", "audit", "epsilon_lower_bound"),
+        "min",
+        ".2f",
+    ),
+    Column("train_seconds", "Train s", lambda r: _path(r, "cost", "train_seconds"), "min", ".1f"),
+    Column("bytes", "Communicated", lambda r: _path(r, "cost", "bytes_communicated") or None, None),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method at one ε: its runs (one per seed) and each headline column over them."""
+
+    label: str
+    method: str
+    runs: tuple[dict, ...]
+    stats: dict[str, Stat]
+
+    @property
+    def private(self) -> bool:
+        return self.stats["epsilon"].mean is not None
+
+    @property
+    def auroc_ci(self) -> tuple[float, float] | None:
+        """The bootstrap 95% CI of a single run's AUROC (with several seeds, the SD is shown)."""
+        if len(self.runs) != 1:
+            return None
+        ci = _dict(self.runs[0].get("utility")).get("auroc_ci95")
+        if isinstance(ci, list | tuple) and len(ci) == 2:
+            lo, hi = number(ci[0]), number(ci[1])
+            if lo is not None and hi is not None:
+                return lo, hi
+        return None
+
+
+def group_label(run: dict, index: int) -> str:
+    """A run's name without its seed: the runs of one method at one ε share it."""
+    name = str(run.get("name") or run.get("method") or f"run {index + 1}")
+    return SEED_SUFFIX.sub("", name)
+
+
+def headline(runs: list[dict]) -> list[Row]:
+    """One row per method and ε, in the order the runs were planned."""
+    groups: dict[str, list[dict]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(group_label(run, i), []).append(run)
+    return [
+        Row(
+            label=label,
+            method=str(members[0].get("method") or label),
+            runs=tuple(members),
+            stats={c.key: Stat.of([c.read(r) for r in members]) for c in HEADLINE_COLUMNS},
+        )
+        for label, members in groups.items()
+    ]
+
+
+def best_rows(rows: list[Row]) -> dict[str, set[int]]:
+    """Column key -> indices of the rows holding its best mean (ties all marked)."""
+    best: dict[str, set[int]] = {}
+    for column in HEADLINE_COLUMNS:
+        if column.better is None:
+            continue
+        values = {i: row.stats[column.key].mean for i, row in enumerate(rows)}
+        present = {i: v for i, v in values.items() if v is not None}
+        if len(present) < 2:
+            continue
+        target = max(present.values()) if column.better == "max" else min(present.values())
+        best[column.key] = {i for i, v in present.items() if math.isclose(v, target)}
+    return best
+
+
+def format_stat(stat: Stat, spec: str = ".3f") -> str:
+    """'0.812', '0.812 ± 0.010', or an em dash."""
+    if stat.mean is None:
+        return "—"
+    text = format(stat.mean, spec)
+    return text if stat.sd is None else f"{text} ± {format(stat.sd, spec)}"
+
+
+def format_bytes(value: float | None) -> str:
+    if value is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return "—"
+
+
+# ---------------------------------------------------------------- privacy statements
+
+LEVEL_UNIT = {"site": "site (a hospital's whole data)", "client": "client"}
+
+
+def plain_statement(run: dict) -> str:
+    """What the model protects, in words a privacy officer can sign off."""
+    privacy, attacks = _dict(run.get("privacy")), _dict(run.get("attacks"))
+    eps, delta = number(privacy.get("epsilon")), number(privacy.get("delta"))
+    if eps is None:
+        measured = []
+        if (auc := _path(run, "attacks", "mia_loss", "auc")) is not None:
+            measured.append(f"a loss-threshold membership attack reaches AUC {auc:.3f}")
+        if (tpr := _path(run, "attacks", "mia_lira", "tpr_at_fpr", "0.001")) is not None:
+            measured.append(
+                f"LiRA finds {tpr:.1%} of training members at a 0.1% false-positive rate"
+            )
+        text = (
+            "Nothing is formally protected: this model carries no differential-privacy guarantee."
+        )
+        if measured:
+            text += " Measured: " + "; ".join(measured) + "."
+        return text
+    level = str(privacy.get("level") or "sample")
+    unit = str(privacy.get("unit") or "record")
+    who = LEVEL_UNIT.get(level, unit)
+    factor = math.exp(eps)
+    text = (
+        f"Protects each {who}: adding or removing any one {who.split(' (')[0]}'s data changes the "
+        f"probability of anything learned from the model by at most a factor e^ε = {factor:.3g} "
+        f"(ε = {eps:.3g})"
+    )
+    text += f", except with probability δ = {delta:.2g}." if delta else " (pure ε-DP)."
+    how = []
+    if privacy.get("accountant"):
+        how.append(f"accountant {str(privacy['accountant']).upper()}")
+    if privacy.get("sampling"):
+        q = number(privacy.get("sample_rate"))
+        how.append(f"{privacy['sampling']} sampling" + (f" (rate {q:.3g})" if q else ""))
+    if (clip := number(privacy.get("clipping_norm"))) is not None:
+        how.append(f"clipping at norm {clip:g}")
+    if (sigma := number(privacy.get("noise_multiplier"))) is not None:
+        how.append(f"noise multiplier {sigma:.3g}")
+    if (steps := number(privacy.get("steps"))) is not None:
+        how.append(f"{steps:,.0f} steps")
+    if privacy.get("mechanism"):
+        how.insert(0, str(privacy["mechanism"]))
+    if how:
+        text += " How: " + ", ".join(how) + "."
+    if (bound := _path(run, "attacks", "audit", "epsilon_lower_bound")) is not None:
+        verdict = (
+            "consistent with the claim"
+            if _dict(attacks.get("audit")).get("consistent") is not False
+            else "CONTRADICTS the claim"
+        )
+        text += f" An empirical audit bounds ε below by {bound:.2f} ({verdict})."
+    return text
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def warnings(document: dict) -> list[str]:
+    """What a reader must not miss: failed audits, exceeded budgets, dropped data, a run cut
+    short. Deduplicated, in a stable order."""
+    found: dict[str, None] = {}
+    runs = [r for r in document.get("runs") or [] if isinstance(r, dict)]
+    if document.get("complete") is False:
+        found[
+            f"This document is incomplete ({len(runs)} runs finished): the run was interrupted; "
+            "`medpriv run --resume RUN_DIR` completes it."
+        ] = None
+    for i, run in enumerate(runs):
+        name = str(run.get("name") or f"run {i + 1}")
+        audit = _dict(_dict(run.get("attacks")).get("audit"))
+        if audit.get("consistent") is False:
+            found[
+                f"{name}: the audit's ε lower bound {number(audit.get('epsilon_lower_bound')):.3g} "
+                "exceeds the claimed ε — do not rely on this model's guarantee."
+            ] = None
+        for caveat in _dict(run.get("privacy")).get("caveats") or []:
+            if "budget" in str(caveat):
+                found[f"{group_label(run, i)}: {caveat}."] = None
+        for note in _dict(run.get("params")).get("partition_notes") or []:
+            found[f"{run.get('method')}: {note}"] = None
+    for note in _dict(document.get("dataset")).get("notes") or []:
+        text = str(note)
+        if "duplicate" in text.lower() or text.upper().startswith("WARNING"):
+            found[text] = None
+    return list(found)
