@@ -147,7 +147,14 @@ def test_privacy_columns_and_statements(page: str):
 
 def test_attacks_table_and_audit_warning(page: str):
     attacks = page.split('<section id="attacks">')[1].split("</section>")[0]
-    for text in ("mia_loss", "audit", "AUC", "advantage", "ε lower bound", "TPR @ FPR 0.01"):
+    for text in (
+        "loss threshold",
+        "ε audit",
+        "AUC",
+        "advantage",
+        "ε lower bound",
+        "TPR @ FPR 0.01",
+    ):
         assert text in attacks
     assert "0.523" in attacks and "0.031" in attacks and "2.400" in attacks
     assert page.count(ALERT) == 1 and "empirical ε lower bound 2.4" in page

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from medpriv.report.plots import _colors, _figure, _label, _style
 from medpriv.report.summary import HEADLINE_COLUMNS, Row
@@ -89,6 +89,9 @@ def frontier(rows: Sequence[Row]) -> Figure | None:
         xlabel="LiRA TPR at 0.1% FPR (smaller leaks less)", title="AUROC vs measured leakage"
     )
     by_lira.axvline(0.001, ls="--", lw=1, color="#999")  # chance: TPR = FPR
+    by_lira.set_xlim(left=0)
+    by_lira.xaxis.set_major_locator(MaxNLocator(5))
+    by_lira.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1%}"))
     for ax in (by_eps, by_lira):
         _style(ax)
     handles, labels = {}, []

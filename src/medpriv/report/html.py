@@ -630,30 +630,73 @@ def _audit_warning(runs: list[dict]) -> str:
     )
 
 
+ATTACK_TITLES = {
+    "mia_loss": "Membership inference — loss threshold",
+    "mia_lira": "Membership inference — LiRA",
+    "mia_rmia": "Membership inference — RMIA",
+    "audit": "Empirical ε audit",
+    "attribute": "Attribute inference",
+    "fl_inversion": "Gradient inversion of federated updates",
+    "sl_label_leakage": "Split learning — label leakage",
+    "sl_reconstruction": "Split learning — input reconstruction",
+}
+
+
+def _attack_table(attack: str, keys: list[str], runs: list[dict]) -> str:
+    """One attack: numeric metrics as columns, one row per attacked run; text fields (method,
+    variant, target) listed once below."""
+    numeric = [k for k in keys if k == "consistent" or _numeric_column(attack, k, runs)]
+    texts: dict[str, dict[str, None]] = {}
+    rows = []
+    for i, run in enumerate(runs):
+        result = _dict(run.get("attacks")).get(attack)
+        if not isinstance(result, dict):
+            continue
+        rows.append(
+            [(_e(_name(run, i)), "name")]
+            + [
+                _count_cell(result.get(k)) if k.startswith("n_") else _metric_cell(result, k)
+                for k in numeric
+            ]
+        )
+        for key in keys:
+            value = result.get(key)
+            if key not in numeric and isinstance(value, str) and value:
+                texts.setdefault(key, {})[value] = None
+    headers: list[str | tuple[str, str]] = ["Run"] + [(_metric_title(k), "num") for k in numeric]
+    notes = "; ".join(
+        f"{_e(key.replace('_', ' '))}: {_e(' / '.join(values))}" for key, values in texts.items()
+    )
+    return (
+        f"<h3>{_e(ATTACK_TITLES.get(attack, attack))}</h3>"
+        + _table(headers, rows)
+        + (f'<p class="note">{notes}</p>' if notes else "")
+    )
+
+
+def _numeric_column(attack: str, key: str, runs: list[dict]) -> bool:
+    """Whether `key` of `attack` holds a number (or a TPR map) in some run."""
+    if key.startswith("tpr_at_fpr:"):
+        return True
+    for run in runs:
+        value = _dict(_dict(run.get("attacks")).get(attack)).get(key)
+        if number(value) is not None:
+            return True
+    return False
+
+
+def _count_cell(value: Any) -> tuple[str, str]:
+    return _int(value), "num"
+
+
 def _attacks_section(runs: list[dict]) -> str:
     columns = _attack_columns(runs)
     if not columns:
         return ""
-    group = "<th></th>" + "".join(
-        f'<th colspan="{len(keys)}">{_e(attack)}</th>' for attack, keys in columns.items() if keys
-    )
-    headers: list[str | tuple[str, str]] = ["Run"] + [
-        (_metric_title(k), "num") for keys in columns.values() for k in keys
-    ]
-    rows = []
-    for i, run in enumerate(runs):
-        attacks = _dict(run.get("attacks"))
-        if not attacks:
-            continue
-        row = [(_e(_name(run, i)), "name")]
-        for attack, keys in columns.items():
-            result = attacks.get(attack)
-            for key in keys:
-                row.append(_metric_cell(result, key) if isinstance(result, dict) else (DASH, "num"))
-        rows.append(row)
+    tables = "".join(_attack_table(attack, keys, runs) for attack, keys in columns.items())
     return (
         '<section id="attacks"><h2>Attacks</h2>'
-        + _table(headers, rows, group_row=f'<tr class="group">{group}</tr>')
+        + tables
         + '<p class="note">Membership-inference AUC near 0.5 and advantage near 0 mean little '
         "measurable leakage; an audit's ε lower bound must not exceed the claimed ε.</p>"
         "</section>"
