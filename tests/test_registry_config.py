@@ -55,3 +55,63 @@ def test_cli_overrides_beat_file_and_none_is_ignored(tmp_path: Path):
     config = load_config(path, {"train": {"epochs": 3, "lr": None}})
     assert config.train.epochs == 3 and config.train.lr == 0.01
     assert isinstance(config, ExperimentConfig)
+
+
+def test_default_run_is_the_issue_comparison():
+    from medpriv.config import DEFAULT_ATTACKS, DEFAULT_METHODS
+
+    config = load_config(None)
+    assert config.run.methods == DEFAULT_METHODS
+    assert config.run.methods == (
+        "baseline",
+        "logreg",
+        "dp-sgd@1",
+        "dp-sgd@8",
+        "dp-logreg@1",
+        "fedavg",
+        "fedavg-dp@3",
+        "split-ushaped",
+    )
+    assert config.run.attacks == DEFAULT_ATTACKS and config.run.shadow_models == 16
+    assert config.federated.partition == "site" and config.run.seeds == 1
+
+
+def test_method_at_epsilon_plans_one_run_per_entry():
+    from medpriv.experiment import plan_runs
+
+    config = load_config(
+        None, {"run": {"methods": "baseline,dp-sgd@1,dp-sgd@8,dp-logreg", "seeds": 2}}
+    )
+    private = {"baseline": False, "dp-sgd": True, "dp-logreg": True}
+    runs = plan_runs(config, private)
+    assert [r.name for r in runs[:4]] == [
+        "baseline seed=0",
+        "dp-sgd eps=1 seed=0",
+        "dp-sgd eps=8 seed=0",
+        "dp-logreg eps=1 seed=0",  # privacy.target_epsilon
+    ]
+    assert [r.privacy.target_epsilon for r in runs[1:3]] == [1.0, 8.0]
+    assert len(runs) == 8 and runs[4].seed == 1
+    with pytest.raises(ConfigError, match="not private; drop the @ε"):
+        plan_runs(load_config(None, {"run": {"methods": "baseline@3"}}), private)
+    with pytest.raises(ConfigError, match="the same run twice"):
+        plan_runs(load_config(None, {"run": {"methods": "dp-sgd@1,dp-sgd@1.0"}}), private)
+    for bad in ("dp-sgd@x", "dp-sgd@0", "dp-sgd@-1", "dp-sgd@inf"):
+        with pytest.raises(ConfigError, match="dp-sgd@"):
+            load_config(None, {"run": {"methods": bad}})
+
+
+def test_quick_replaces_defaults_but_not_the_file_or_flags(tmp_path: Path):
+    from medpriv.config import QUICK
+
+    quick = load_config(None, base=QUICK)
+    assert quick.data.spec == "synthetic:3000" and quick.run.shadow_models == 4
+    assert quick.federated.rounds == 5 and quick.train.epochs == 8
+    path = tmp_path / "x.toml"
+    path.write_text('[data]\nspec = "csv:mine.csv"\ntarget = "y"\n[federated]\nrounds = 9\n')
+    mine = load_config(path, {"train": {"epochs": 2}}, base=QUICK)
+    assert mine.data.spec == "csv:mine.csv" and mine.data.target == "y"
+    assert mine.federated.rounds == 9 and mine.train.epochs == 2 and mine.run.shadow_models == 4
+    path.write_text("run = 3\n")
+    with pytest.raises(ConfigError, match=r"must be a \[run\] section"):
+        load_config(path)

@@ -11,7 +11,7 @@ import typer
 from medpriv.cli_common import one_line_errors
 from medpriv.cli_fl import fl_app
 from medpriv.cli_sl import sl_app
-from medpriv.config import ExperimentConfig, load_config
+from medpriv.config import QUICK, ExperimentConfig, load_config
 from medpriv.errors import MedprivError
 
 app = typer.Typer(
@@ -209,9 +209,15 @@ def run(
         float | None,
         typer.Option(help="U-shaped split: σ of noise on gradients sent back (relative to norm)"),
     ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="smaller cohort, fewer epochs, rounds and shadows: under a minute"
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Train and evaluate every method; write results.json and report.html."""
+    """Train, evaluate and attack every method; write results.json, report.html, report.md."""
     from medpriv.console import ConsoleListener, print_summary
     from medpriv.experiment import RunPaths, run_experiment
 
@@ -286,7 +292,7 @@ def run(
             "client_dp": client_dp,
         },
     }
-    resolved: ExperimentConfig = load_config(config, overrides)
+    resolved: ExperimentConfig = load_config(config, overrides, base=QUICK if quick else None)
     listener = ConsoleListener(progress=progress)
     with listener:
         document = run_experiment(
