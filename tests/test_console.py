@@ -21,7 +21,7 @@ def _run(name: str, epsilon: float | None, bound: float, consistent: bool | None
         "privacy": {"epsilon": epsilon, "delta": None if epsilon is None else 1e-5},
         "cost": {"train_seconds": 1.0},
         "attacks": {
-            "mia_lira": {"auc": 0.61, "tpr_at_fpr": {"0.001": 0.0, "0.01": 0.034}},
+            "mia_lira": {"auc": 0.61, "tpr_at_fpr": {"0.001": 0.012, "0.01": 0.034}},
             "audit": {"epsilon_lower_bound": bound, "consistent": consistent},
         },
     }
@@ -36,6 +36,15 @@ def test_summary_has_attack_columns_and_warns_on_an_inconsistent_audit(
     }
     print_summary(document)
     out, err = capsys.readouterr()
-    assert "LiRA AUC" in out and "0.610" in out and "0.034" in out
+    assert "LiRA TPR @ 0.1% FPR" in out and "0.012" in out and "Audit ε ≥" in out
+    assert "not private" in out and "0.800" in out
     assert "WARNING: dp-sgd eps=1" in err and "2.5 exceeds the claimed ε = 1" in err
     assert "baseline" not in err
+
+
+def test_summary_averages_seeds(capsys: pytest.CaptureFixture[str]):
+    runs = [_run(f"baseline seed={s}", None, 0.4, None) for s in range(3)]
+    runs[1]["utility"]["auroc"] = 0.9
+    print_summary({"dataset": {"name": "toy"}, "runs": runs})
+    out, _ = capsys.readouterr()
+    assert "mean ± SD over 3 seeds" in out and "0.833 ± 0.058" in out

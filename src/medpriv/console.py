@@ -107,48 +107,39 @@ class ConsoleListener:
             self.paths = info["paths"]
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def print_summary(document: dict[str, Any], paths: Any = None) -> None:
-    """One row per run: utility on the test split, privacy spent, training time."""
+    """The report's headline on the terminal: one row per method and ε (mean ± SD over seeds)."""
+    from medpriv.report import summary
+
     stdout = _console(stderr=False)
-    table = Table(title=f"medpriv results — {document['dataset']['name']}")
-    columns = ("run", "AUROC (95% CI)", "AUPRC", "accuracy", "F1", "Brier", "ε", "δ", "train s")
-    attacked = any(run.get("attacks") for run in document["runs"])
-    if attacked:
-        columns += ("LiRA AUC", "TPR@1%FPR", "ε audit ≥")
+    rows = summary.headline(document["runs"])
+    seeds = max((len(r.runs) for r in rows), default=1)
+    title = f"medpriv results — {document['dataset']['name']}"
+    table = Table(title=title + (f" (mean ± SD over {seeds} seeds)" if seeds > 1 else ""))
+    columns = [
+        c
+        for c in summary.HEADLINE_COLUMNS
+        if c.key in ("epsilon", "auroc") or any(r.stats[c.key].mean is not None for r in rows)
+    ]
+    table.add_column("method")
     for column in columns:
-        # The CI ("(0.805–0.868)", 13 characters) goes on its own line and is never cut short.
-        width = 13 if column.startswith("AUROC") else None
-        table.add_column(column, justify="left" if column == "run" else "right", min_width=width)
-    for run in document["runs"]:
-        u, p = run["utility"], run["privacy"]
-        lo, hi = u["auroc_ci95"]
-        a = run.get("attacks") or {}
-        lira, audit = a.get("mia_lira") or {}, a.get("audit") or {}
-        attack_cells = (
-            (
-                _fmt(lira.get("auc")),
-                _fmt((lira.get("tpr_at_fpr") or {}).get("0.01")),
-                _fmt(audit.get("epsilon_lower_bound"), 2),
-            )
-            if attacked
-            else ()
+        table.add_column(
+            column.title, justify="right", min_width=13 if column.key == "auroc" else None
         )
-        table.add_row(
-            run["name"],
-            f"{_fmt(u['auroc'])}\n({_fmt(lo)}–{_fmt(hi)})",
-            _fmt(u["auprc"]),
-            _fmt(u["accuracy"]),
-            _fmt(u["f1"]),
-            _fmt(u["brier"]),
-            "not private" if p["epsilon"] is None else _fmt(p["epsilon"], 2),
-            "—" if p["delta"] is None else f"{p['delta']:.0e}",
-            f"{run['cost']['train_seconds']:.1f}",
-            *attack_cells,
-        )
+    for row in rows:
+        cells = []
+        for column in columns:
+            stat = row.stats[column.key]
+            if column.key == "epsilon" and stat.mean is None:
+                cells.append("not private")
+            elif column.key == "auroc" and (ci := row.auroc_ci) is not None:
+                # the CI goes on its own line and is never cut short
+                cells.append(f"{stat.mean:.3f}\n({ci[0]:.3f}–{ci[1]:.3f})")
+            elif column.key == "bytes":
+                cells.append(summary.format_bytes(stat.mean))
+            else:
+                cells.append(summary.format_stat(stat, column.spec))
+        table.add_row(row.label, *cells)
     stdout.print(table)
     for run in document["runs"]:
         audit = (run.get("attacks") or {}).get("audit") or {}
@@ -161,4 +152,4 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
                 style="bold red",
             )
     if paths is not None:
-        stdout.print(f"results: {paths.results}\nreport:  {paths.report}")
+        stdout.print(f"results: {paths.results}\nreport:  {paths.report} (and report.md)")
