@@ -105,13 +105,14 @@ def test_quick_replaces_defaults_but_not_the_file_or_flags(tmp_path: Path):
     from medpriv.config import QUICK
 
     quick = load_config(None, base=QUICK)
-    assert quick.data.spec == "synthetic:3000" and quick.run.shadow_models == 4
-    assert quick.federated.rounds == 5 and quick.train.epochs == 8
+    assert quick.data.spec == "synthetic:4000" and quick.run.shadow_models == 4
+    assert quick.federated.rounds == 8 and quick.run.inversion_steps == 50
     path = tmp_path / "x.toml"
     path.write_text('[data]\nspec = "csv:mine.csv"\ntarget = "y"\n[federated]\nrounds = 9\n')
     mine = load_config(path, {"train": {"epochs": 2}}, base=QUICK)
     assert mine.data.spec == "csv:mine.csv" and mine.data.target == "y"
     assert mine.federated.rounds == 9 and mine.train.epochs == 2 and mine.run.shadow_models == 4
+    assert load_config(None).run.inversion_steps == 300
     path.write_text("run = 3\n")
     with pytest.raises(ConfigError, match=r"must be a \[run\] section"):
         load_config(path)

@@ -104,10 +104,9 @@ DEFAULT_ATTACKS = (
 # `medpriv run --quick`: the same comparison, smaller — a smoke test of the whole pipeline in
 # under a minute on 2 cores. It replaces the built-in defaults; a config file and flags win.
 QUICK: dict[str, dict[str, Any]] = {
-    "data": {"spec": "synthetic:3000"},
-    "run": {"shadow_models": 4, "bootstrap": 200},
-    "train": {"epochs": 8},
-    "federated": {"rounds": 5},
+    "data": {"spec": "synthetic:4000"},
+    "run": {"shadow_models": 4, "bootstrap": 100, "inversion_steps": 50, "inversion_trials": 1},
+    "federated": {"rounds": 8},
 }
 
 
@@ -170,7 +169,8 @@ class RunConfig:
 
     `attacks` are run against every trained model (an empty list turns them off; the target
     then trains on the whole training split instead of a random half of the attack pool);
-    `shadow_models` is LiRA's and RMIA's K.
+    `shadow_models` is LiRA's and RMIA's K; `inversion_steps` and `inversion_trials` are the
+    gradient-inversion attacker's optimization budget per update and repeats per setting.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -181,6 +181,8 @@ class RunConfig:
     progress: bool = True
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
     shadow_models: int = 16
+    inversion_steps: int = 300
+    inversion_trials: int = 2
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,8 @@ class ExperimentConfig:
             )
         if r.shadow_models < 2:
             problems.append("run.shadow_models must be >= 2")
+        if r.inversion_steps < 1 or r.inversion_trials < 1:
+            problems.append("run.inversion_steps and run.inversion_trials must be >= 1")
         if not r.methods:
             problems.append("run.methods is empty; name at least one method")
         for entry in r.methods:

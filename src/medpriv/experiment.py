@@ -300,6 +300,8 @@ def _train_and_measure(
             config=config.train,
             privacy=spec.privacy,
             n_shadow=config.run.shadow_models,
+            inversion_steps=config.run.inversion_steps,
+            inversion_trials=config.run.inversion_trials,
             seed=seed,
             progress=lambda text: notify("attack", {"name": name, "text": text}),
         )

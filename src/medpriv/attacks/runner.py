@@ -167,6 +167,8 @@ class AttackContext:
     n_shadow: int
     seed: int
     say: Progress
+    inversion_steps: int = 300
+    inversion_trials: int = 2
     results: dict[str, AttackResult] = field(default_factory=dict)
     _shadows: ShadowOutputs | None = None
 
@@ -281,7 +283,13 @@ def _fl_inversion(ctx: AttackContext) -> dict[str, Any] | None:
     from medpriv.attacks.fl_inversion import fl_inversion
 
     ctx.say("inverting client updates")
-    return fl_inversion(ctx.model, ctx.splits, seed=ctx.seed)
+    return fl_inversion(
+        ctx.model,
+        ctx.splits,
+        seed=ctx.seed,
+        steps=ctx.inversion_steps,
+        trials=ctx.inversion_trials,
+    )
 
 
 @ATTACKS.register("sl_label_leakage")
@@ -323,6 +331,8 @@ def run_attacks(
     n_shadow: int = 16,
     seed: int = 0,
     progress: Progress | None = None,
+    inversion_steps: int = 300,
+    inversion_trials: int = 2,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, AttackResult]]:
     """(results.json `attacks` block, AttackResults with per-record scores) for one model.
 
@@ -341,6 +351,8 @@ def run_attacks(
         n_shadow=n_shadow,
         seed=seed,
         say=progress or (lambda _: None),
+        inversion_steps=inversion_steps,
+        inversion_trials=inversion_trials,
     )
     order = {name: i for i, name in enumerate(ALL_ATTACKS)}
     block: dict[str, dict[str, Any]] = {}

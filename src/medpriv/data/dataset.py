@@ -123,7 +123,15 @@ class TabularDataset:
                 for s in self.cohort_flow
             ],
             "notes": list(self.notes),
+            "site_sizes": self.site_sizes(),
         }
+
+    def site_sizes(self) -> dict[str, int]:
+        """Records per site (aggregate counts; empty without sites)."""
+        if self.site_ids is None:
+            return {}
+        names, counts = np.unique(np.asarray(self.site_ids).astype(str), return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
 
 
 def concat(parts: list[TabularDataset]) -> TabularDataset:

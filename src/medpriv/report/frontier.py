@@ -69,6 +69,9 @@ def frontier(rows: Sequence[Row]) -> Figure | None:
             by_eps.set_xscale("log")
             by_eps.xaxis.set_minor_formatter(NullFormatter())
             by_eps.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            if len(epsilons) <= 8:
+                by_eps.set_xticks(epsilons, [f"{e:.2g}" for e in epsilons])
+            by_eps.set_xlim(epsilons[0] / 1.5, epsilons[-1] * 1.5)
         else:
             by_eps.set_xlim(0, epsilons[-1] * 1.25)
     else:

@@ -304,6 +304,12 @@ def _dataset_section(dataset: dict, config: dict) -> str:
                 f" and {len(names) - 12} more" if len(names) > 12 else ""
             )
             facts.append(f"{len(names)} {title}: {_e(shown)}")
+    sites = {str(k): v for k, v in _dict(dataset.get("site_sizes")).items()}
+    if sites:
+        facts.append(
+            f"{len(sites)} sites: "
+            + ", ".join(f"{_e(name)} ({_int(count)})" for name, count in sites.items())
+        )
     html.append('<p class="muted">' + ". ".join(facts) + ".</p>")
     flow = [s for s in dataset.get("cohort_flow") or [] if isinstance(s, dict)]
     if flow:
@@ -528,7 +534,12 @@ def _privacy_section(runs: list[dict]) -> str:
         items.append(
             f"<li>{tag} <strong>{_e(row.label)}</strong>{flag}: "
             f"{_e(summary.plain_statement(first))}"
-            f'<br><span class="muted">{_e(_statement(privacy))}</span></li>'
+            + (
+                f'<br><span class="muted">{_e(_statement(privacy))}</span>'
+                if eps is not None or privacy.get("caveats")
+                else ""
+            )
+            + "</li>"
         )
     return (
         '<section id="privacy"><h2>Privacy statements</h2><ul class="statements">'

@@ -70,6 +70,13 @@ def _dataset(document: dict) -> list[str]:
             lines.append(f"- {title}: {number(d[key]):,.0f}")
     if number(d.get("positive_rate")) is not None:
         lines.append(f"- outcome ({d.get('label') or 'label'}) rate: {d['positive_rate']:.1%}")
+    sites = d.get("site_sizes") or {}
+    if isinstance(sites, dict) and sites:
+        counts = {k: number(v) for k, v in sites.items()}
+        lines.append(
+            "- records per site: "
+            + ", ".join(f"{k} {v:,.0f}" if v is not None else str(k) for k, v in counts.items())
+        )
     flow = [s for s in d.get("cohort_flow") or [] if isinstance(s, dict)]
     if flow:
         lines += ["", "Cohort flow:", ""]

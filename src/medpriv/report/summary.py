@@ -136,8 +136,8 @@ def best_rows(rows: list[Row]) -> dict[str, set[int]]:
             continue
         values = {i: row.stats[column.key].mean for i, row in enumerate(rows)}
         present = {i: v for i, v in values.items() if v is not None}
-        if len(present) < 2:
-            continue
+        if len(present) < 2 or len(set(present.values())) == 1:
+            continue  # nothing to choose between
         target = max(present.values()) if column.better == "max" else min(present.values())
         best[column.key] = {i for i, v in present.items() if math.isclose(v, target)}
     return best
@@ -188,18 +188,22 @@ def plain_statement(run: dict) -> str:
     unit = str(privacy.get("unit") or "record")
     who = LEVEL_UNIT.get(level, unit)
     factor = math.exp(eps)
+    factor_text = f"{factor:,.0f}" if factor >= 100 else f"{factor:.3g}"
     text = (
         f"Protects each {who}: adding or removing any one {who.split(' (')[0]}'s data changes the "
-        f"probability of anything learned from the model by at most a factor e^ε = {factor:.3g} "
+        f"probability of anything learned from the model by at most a factor e^ε = {factor_text} "
         f"(ε = {eps:.3g})"
     )
     text += f", except with probability δ = {delta:.2g}." if delta else " (pure ε-DP)."
     how = []
     if privacy.get("accountant"):
         how.append(f"accountant {str(privacy['accountant']).upper()}")
-    if privacy.get("sampling"):
+    sampling = str(privacy.get("sampling") or "")
+    if sampling.startswith("none"):
+        how.append("no sampling" + sampling[len("none") :])
+    elif sampling:
         q = number(privacy.get("sample_rate"))
-        how.append(f"{privacy['sampling']} sampling" + (f" (rate {q:.3g})" if q else ""))
+        how.append(f"{sampling.capitalize()} sampling" + (f" (rate {q:.3g})" if q else ""))
     if (clip := number(privacy.get("clipping_norm"))) is not None:
         how.append(f"clipping at norm {clip:g}")
     if (sigma := number(privacy.get("noise_multiplier"))) is not None:
@@ -244,8 +248,9 @@ def warnings(document: dict) -> list[str]:
         for caveat in _dict(run.get("privacy")).get("caveats") or []:
             if "budget" in str(caveat):
                 found[f"{group_label(run, i)}: {caveat}."] = None
-        for note in _dict(run.get("params")).get("partition_notes") or []:
-            found[f"{run.get('method')}: {note}"] = None
+        params = _dict(run.get("params"))
+        for note in [*(params.get("partition_notes") or []), *(params.get("notes") or [])]:
+            found[f"{run.get('method')}: {note}"] = None  # sites merged or dropped
     for note in _dict(document.get("dataset")).get("notes") or []:
         text = str(note)
         if "duplicate" in text.lower() or text.upper().startswith("WARNING"):
