@@ -125,3 +125,31 @@ def test_killed_process_resumes_without_recomputing(tmp_path: Path):
     assert final["complete"] is True
     assert [r["name"] for r in final["runs"]] == [f"baseline seed={s}" for s in range(4)]
     assert final["runs"][: len(saved["runs"])] == saved["runs"]
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path: Path):
+    """`kill PID`: finished runs saved, a partial report written, the resume command printed."""
+    out = tmp_path / "runs"
+    args = [sys.executable, "-m", "medpriv.cli", "run", "--data", "synthetic:3000"]
+    args += ["--methods", "baseline", "--seeds", "4", "--attacks", "none", "--epochs", "20"]
+    args += ["--no-progress", "--out", str(out)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if list(out.glob("*/results.json")):
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "medpriv run --resume" in stderr
+    run_dir = next(out.iterdir())
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["complete"] is False and 1 <= len(saved["runs"]) < 4
+    assert "interrupted" in (run_dir / "report.html").read_text()
+    assert (run_dir / "report.md").is_file()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -294,11 +295,31 @@ def run(
     }
     resolved: ExperimentConfig = load_config(config, overrides, base=QUICK if quick else None)
     listener = ConsoleListener(progress=progress)
-    with listener:
-        document = run_experiment(
-            resolved, paths=paths, resume=resume is not None, listener=listener
-        )
+    previous = _stop_on_sigterm()
+    try:
+        with listener:
+            document = run_experiment(
+                resolved, paths=paths, resume=resume is not None, listener=listener
+            )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # finished runs are saved; the listener said how to resume
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print_summary(document, listener.paths)
+
+
+def _stop_on_sigterm() -> Any:
+    """`kill PID` stops a run like Ctrl-C (finished runs saved, a partial report written);
+    returns the handler it replaced (None off the main thread, where nothing changes)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        return None
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:

@@ -86,6 +86,7 @@ def client(
     """Train on this hospital's data against a split-learning server, evaluate, attack, report
     (the same pipeline as `medpriv run --methods split-ushaped --sl-server HOST:PORT`)."""
     from medpriv.cli import run as run_command
+    from medpriv.config import DEFAULT_ATTACKS
 
     if mode not in ("vanilla", "ushaped"):
         raise MedprivError("--mode is vanilla or ushaped")
@@ -98,4 +99,5 @@ def client(
         sl_server=server_address,
         sl_ca_cert=ca_cert,
         activation_noise=noise,
+        attacks=",".join([*DEFAULT_ATTACKS, "sl_reconstruction"]),
     )
