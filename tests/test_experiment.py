@@ -63,6 +63,11 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
         assert sum(run["splits"].values()) == 500 and "nonmember" in run["splits"]
     assert len(on_disk["runs"][0]["history"]) == 4
     html = (run_dir / "report.html").read_text()
+    markdown = (run_dir / "report.md").read_text()
+    regenerated = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert regenerated.exit_code == 0, regenerated.output
+    assert (run_dir / "report.html").read_text() == html  # from results.json alone, identical
+    assert (run_dir / "report.md").read_text() == markdown
     assert "baseline seed=1" in html and "data:image/png;base64," in html
     assert "Membership inference" in html and "ε lower bound" in html
     assert load_config(run_dir / "config.toml") == config

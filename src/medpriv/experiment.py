@@ -251,9 +251,11 @@ def run_experiment(
 
 
 def _write_reports(document: dict[str, Any], paths: RunPaths) -> None:
+    """report.html and report.md from results.json as written — exactly what
+    `medpriv report` later reads, so regenerating gives the same files."""
     from medpriv.report.files import write_reports
 
-    write_reports(document, paths.root)
+    write_reports(json.loads(paths.results.read_text(encoding="utf-8")), paths.root)
 
 
 def _train_and_measure(
