@@ -116,30 +116,17 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
     seeds = max((len(r.runs) for r in rows), default=1)
     title = f"medpriv results — {document['dataset']['name']}"
     table = Table(title=title + (f" (mean ± SD over {seeds} seeds)" if seeds > 1 else ""))
-    columns = [
-        c
-        for c in summary.HEADLINE_COLUMNS
-        if c.key in ("epsilon", "auroc") or any(r.stats[c.key].mean is not None for r in rows)
-    ]
+    columns = summary.visible_columns(rows)
     table.add_column("method")
     for column in columns:
-        table.add_column(
-            column.title, justify="right", min_width=13 if column.key == "auroc" else None
-        )
+        # the AUROC's CI goes on its own line and is never cut short
+        width = 13 if column.key == "auroc" else None
+        table.add_column(column.title, justify="right", min_width=width)
     for row in rows:
-        cells = []
-        for column in columns:
-            stat = row.stats[column.key]
-            if column.key == "epsilon" and stat.mean is None:
-                cells.append("not private")
-            elif column.key == "auroc" and (ci := row.auroc_ci) is not None:
-                # the CI goes on its own line and is never cut short
-                cells.append(f"{stat.mean:.3f}\n({ci[0]:.3f}–{ci[1]:.3f})")
-            elif column.key == "bytes":
-                cells.append(summary.format_bytes(stat.mean))
-            else:
-                cells.append(summary.format_stat(stat, column.spec))
-        table.add_row(row.label, *cells)
+        table.add_row(
+            row.label,
+            *(summary.cell_text(row, c, none="not private", ci_sep="\n") for c in columns),
+        )
     stdout.print(table)
     for run in document["runs"]:
         audit = (run.get("attacks") or {}).get("audit") or {}

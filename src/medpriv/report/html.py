@@ -211,28 +211,21 @@ def _headline_section(runs: list[dict]) -> str:
     """One row per method and ε: utility, privacy spent, measured leakage and cost."""
     rows = summary.headline(runs)
     best = summary.best_rows(rows)
-    columns = [
-        c
-        for c in summary.HEADLINE_COLUMNS
-        if c.key in ("epsilon", "auroc") or any(r.stats[c.key].mean is not None for r in rows)
-    ]
+    columns = summary.visible_columns(rows)
     seeds = max(len(r.runs) for r in rows)
     headers: list[str | tuple[str, str]] = ["Method"] + [(c.title, "num") for c in columns]
-    body = []
-    for i, row in enumerate(rows):
-        cells = [(_e(row.label), "name")]
-        for column in columns:
-            stat = row.stats[column.key]
-            cls = "num best" if i in best.get(column.key, ()) else "num"
-            if column.key == "epsilon" and stat.mean is None:
-                cells.append(('<span class="tag">none</span>', "num"))
-            elif column.key == "auroc" and (ci := row.auroc_ci) is not None:
-                cells.append((f"{stat.mean:.3f} ({ci[0]:.3f}–{ci[1]:.3f})", cls))
-            elif column.key == "bytes":
-                cells.append((summary.format_bytes(stat.mean), cls))
-            else:
-                cells.append((summary.format_stat(stat, column.spec), cls))
-        body.append(cells)
+    none = '<span class="tag">none</span>'
+    body = [
+        [(_e(row.label), "name")]
+        + [
+            (
+                none if (text := summary.cell_text(row, c)) == "none" else _e(text),
+                "num best" if i in best.get(c.key, ()) else "num",
+            )
+            for c in columns
+        ]
+        for i, row in enumerate(rows)
+    ]
     spread = f"mean ± SD over {seeds} seeds" if seeds > 1 else "one seed; AUROC with 95% CI"
     return (
         '<section id="headline"><h2>Headline</h2>'

@@ -23,24 +23,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def _headline(runs: list[dict]) -> list[str]:
     rows = summary.headline(runs)
     best = summary.best_rows(rows)
-    columns = [
-        c
-        for c in summary.HEADLINE_COLUMNS
-        if c.key in ("epsilon", "auroc") or any(r.stats[c.key].mean is not None for r in rows)
-    ]
+    columns = summary.visible_columns(rows)
     body = []
     for i, row in enumerate(rows):
         cells = [row.label]
         for column in columns:
-            stat = row.stats[column.key]
-            if column.key == "epsilon" and stat.mean is None:
-                text = "none"
-            elif column.key == "auroc" and (ci := row.auroc_ci) is not None:
-                text = f"{stat.mean:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
-            elif column.key == "bytes":
-                text = summary.format_bytes(stat.mean)
-            else:
-                text = summary.format_stat(stat, column.spec)
+            text = summary.cell_text(row, column)
             cells.append(f"**{text}**" if i in best.get(column.key, ()) else text)
         body.append(cells)
     seeds = max(len(r.runs) for r in rows)

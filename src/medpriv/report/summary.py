@@ -143,6 +143,27 @@ def best_rows(rows: list[Row]) -> dict[str, set[int]]:
     return best
 
 
+def visible_columns(rows: list[Row]) -> list[Column]:
+    """The headline columns some row has a value for (ε and AUROC always)."""
+    return [
+        c
+        for c in HEADLINE_COLUMNS
+        if c.key in ("epsilon", "auroc") or any(r.stats[c.key].mean is not None for r in rows)
+    ]
+
+
+def cell_text(row: Row, column: Column, *, none: str = "none", ci_sep: str = " ") -> str:
+    """A headline cell as text: ε `none` for no guarantee, AUROC with its CI for one seed."""
+    stat = row.stats[column.key]
+    if column.key == "epsilon" and stat.mean is None:
+        return none
+    if column.key == "auroc" and stat.mean is not None and (ci := row.auroc_ci) is not None:
+        return f"{stat.mean:.3f}{ci_sep}({ci[0]:.3f}–{ci[1]:.3f})"
+    if column.key == "bytes":
+        return format_bytes(stat.mean)
+    return format_stat(stat, column.spec)
+
+
 def format_stat(stat: Stat, spec: str = ".3f") -> str:
     """'0.812', '0.812 ± 0.010', or an em dash."""
     if stat.mean is None:
