@@ -258,6 +258,11 @@ def test_split_learning_leakage_figure_appears_only_for_split_runs():
     fig = plots.split_leakage(document["runs"])
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     plt.close(fig)
+    labels_only = copy.deepcopy(document)
+    del labels_only["runs"][0]["attacks"]["sl_reconstruction"]
+    fig = plots.split_leakage(labels_only["runs"])  # no empty panel for an attack not run
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "Label leakage (U-shaped)"
+    plt.close(fig)
     page = render_report(document)
     assert page.count(IMG) == before + 1 and "Split-learning leakage" in page
 

@@ -788,11 +788,11 @@ def _figures_section(runs: list[dict]) -> str:
         ),
         (
             "Split-learning leakage",
-            "What the split-learning server learns. Left: AUC of the labels it infers from the "
-            "gradients a U-shaped client sends back (norm and cosine attacks; 0.5 = chance). "
-            "Right: share of input features it reconstructs from the activations with an "
-            "inverse network trained on auxiliary patients (continuous within ±0.319 SD); the "
-            "dash is guessing from the feature distribution.",
+            "What the split-learning server learns. Label leakage: AUC of the labels it "
+            "infers from the gradients a U-shaped client sends back (norm and cosine attacks; "
+            "0.5 = chance). Inputs from activations (when that attack ran): share of input "
+            "features it reconstructs with an inverse network trained on auxiliary patients "
+            "(continuous within ±0.319 SD); the dash is guessing from the feature distribution.",
             plots.split_leakage,
             any(plots.has_split_leakage(r) for r in runs),
             True,

@@ -544,39 +544,57 @@ def has_split_leakage(run: dict) -> bool:
 
 def split_leakage(runs: Sequence[dict]) -> Figure | None:
     """What a split-learning server learns: label-leakage AUCs (norm and cosine attacks) and
-    the share of input features reconstructed from activations, against guessing."""
-    usable = [(i, r) for i, r in enumerate(runs) if has_split_leakage(r)]
-    if not usable:
+    the share of input features reconstructed from activations, against guessing. A panel is
+    drawn only for an attack that was run."""
+    labelled = [(i, r) for i, r in enumerate(runs) if _split_blocks(r)[0] is not None]
+    rebuilt = [(i, r) for i, r in enumerate(runs) if _split_blocks(r)[1] is not None]
+    panels = [p for p in (labelled and "labels", rebuilt and "inputs") if p]
+    if not panels:
         return None
-    fig, (left, right) = _figure(9.6, 3.8, ncols=2)
-    names = [_label(_name(r, i), 22) for i, r in usable]
-    ticks = np.arange(len(usable))
-    width = 0.38
+    fig, axes = _figure(4.8 * len(panels), 4.0, ncols=len(panels), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "labels":
+            _label_leakage_panel(ax, labelled)
+        else:
+            _reconstruction_panel(ax, rebuilt)
+        _style(ax)
+        ax.legend(
+            fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncols=3
+        )
+    return fig
+
+
+def _label_leakage_panel(ax: Axes, usable: list[tuple[int, dict]]) -> None:
+    ticks, width = np.arange(len(usable)), 0.38
     for offset, key, color in (
         (-width / 2, "norm_auc", "#4c72b0"),
         (width / 2, "cosine_auc", "#dd8452"),
     ):
         values = [number((_split_blocks(r)[0] or {}).get(key)) for _, r in usable]
-        left.bar(
+        ax.bar(
             ticks + offset,
             [v if v is not None else 0.0 for v in values],
             width,
             color=color,
             label=key.replace("_auc", " attack"),
         )
-    left.axhline(0.5, ls="--", color="#888", lw=1, label="chance")
-    left.set(ylim=(0, 1.02), ylabel="AUC of the inferred labels", title="Label leakage (U-shaped)")
-    left.set_xticks(ticks, labels=names, rotation=20, ha="right")
+    ax.axhline(0.5, ls="--", color="#888", lw=1, label="chance")
+    ax.set(ylim=(0, 1.02), ylabel="AUC of the inferred labels", title="Label leakage (U-shaped)")
+    ax.set_xticks(ticks, labels=[_label(_name(r, i), 22) for i, r in usable], rotation=15)
+
+
+def _reconstruction_panel(ax: Axes, usable: list[tuple[int, dict]]) -> None:
+    ticks = np.arange(len(usable))
     accuracy = [number((_split_blocks(r)[1] or {}).get("accuracy")) for _, r in usable]
     baseline = [number((_split_blocks(r)[1] or {}).get("baseline_accuracy")) for _, r in usable]
-    right.bar(
+    ax.bar(
         ticks,
         [a if a is not None else 0.0 for a in accuracy],
         0.6,
         color="#55a868",
         label="reconstructed",
     )
-    right.plot(
+    ax.plot(
         ticks,
         [b if b is not None else np.nan for b in baseline],
         "_",
@@ -585,14 +603,10 @@ def split_leakage(runs: Sequence[dict]) -> Figure | None:
         mew=2,
         label="distribution baseline",
     )
-    right.set(
+    ax.set(
         ylim=(0, 1.02), ylabel="Features reconstructed correctly", title="Inputs from activations"
     )
-    right.set_xticks(ticks, labels=names, rotation=20, ha="right")
-    for ax in (left, right):
-        _style(ax)
-        ax.legend(fontsize=8, frameon=False, loc="lower right")
-    return fig
+    ax.set_xticks(ticks, labels=[_label(_name(r, i), 22) for i, r in usable], rotation=15)
 
 
 def _calibration(run: dict) -> tuple[np.ndarray, np.ndarray] | None:
