@@ -47,4 +47,4 @@ def test_summary_averages_seeds(capsys: pytest.CaptureFixture[str]):
     runs[1]["utility"]["auroc"] = 0.9
     print_summary({"dataset": {"name": "toy"}, "runs": runs})
     out, _ = capsys.readouterr()
-    assert "mean ± SD over 3 seeds" in out and "0.833 ± 0.058" in out
+    assert "mean ± SD over 3 seeds" in out and "0.833±0.058" in out

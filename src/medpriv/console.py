@@ -125,7 +125,7 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
     for row in rows:
         table.add_row(
             row.label,
-            *(summary.cell_text(row, c, none="not private", ci_sep="\n") for c in columns),
+            *(summary.cell_text(row, c, none="not private", ci_sep="\n", pm="±") for c in columns),
         )
     stdout.print(table)
     for run in document["runs"]:

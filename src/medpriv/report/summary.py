@@ -152,24 +152,27 @@ def visible_columns(rows: list[Row]) -> list[Column]:
     ]
 
 
-def cell_text(row: Row, column: Column, *, none: str = "none", ci_sep: str = " ") -> str:
-    """A headline cell as text: ε `none` for no guarantee, AUROC with its CI for one seed."""
+def cell_text(
+    row: Row, column: Column, *, none: str = "none", ci_sep: str = " ", pm: str = " ± "
+) -> str:
+    """A headline cell as text: ε `none` for no guarantee (and no SD: ε is what was asked
+    for), AUROC with its CI for one seed, mean ± SD over seeds otherwise."""
     stat = row.stats[column.key]
-    if column.key == "epsilon" and stat.mean is None:
-        return none
+    if column.key == "epsilon":
+        return none if stat.mean is None else format(stat.mean, column.spec)
     if column.key == "auroc" and stat.mean is not None and (ci := row.auroc_ci) is not None:
         return f"{stat.mean:.3f}{ci_sep}({ci[0]:.3f}–{ci[1]:.3f})"
     if column.key == "bytes":
         return format_bytes(stat.mean)
-    return format_stat(stat, column.spec)
+    return format_stat(stat, column.spec, pm=pm)
 
 
-def format_stat(stat: Stat, spec: str = ".3f") -> str:
+def format_stat(stat: Stat, spec: str = ".3f", *, pm: str = " ± ") -> str:
     """'0.812', '0.812 ± 0.010', or an em dash."""
     if stat.mean is None:
         return "—"
     text = format(stat.mean, spec)
-    return text if stat.sd is None else f"{text} ± {format(stat.sd, spec)}"
+    return text if stat.sd is None else f"{text}{pm}{format(stat.sd, spec)}"
 
 
 def format_bytes(value: float | None) -> str:
