@@ -52,3 +52,30 @@ def test_run_refuses_secagg_with_client_level_dp_before_contacting_anyone(tmp_pa
     assert result.exit_code != 0
     assert "--secagg with fedavg-cdp is not supported" in result.output
     assert not (tmp_path / "job.json").exists()
+
+
+def test_tls_flags_replace_insecure(tmp_path):
+    from tests.tls import self_signed
+
+    cert, key = self_signed(tmp_path)
+    link = CliRunner().invoke(
+        app,
+        ["fl", "superlink", "--tls-cert", str(cert), "--tls-key", str(key), "--dry-run"],
+    )
+    assert link.exit_code == 0, link.output
+    assert "--insecure" not in link.output
+    assert f"--ssl-ca-certfile {cert.resolve()}" in link.output  # self-signed: its own CA
+    assert f"--ssl-certfile {cert.resolve()} --ssl-keyfile {key.resolve()}" in link.output
+    node = CliRunner().invoke(
+        app,
+        ["fl", "supernode", "--data", "synthetic", "--ca-cert", str(cert), "--dry-run"],
+    )
+    assert node.exit_code == 0, node.output
+    assert f"flower-supernode --root-certificates {cert.resolve()}" in node.output
+    half = CliRunner().invoke(app, ["fl", "superlink", "--tls-cert", str(cert), "--dry-run"])
+    assert half.exit_code == 2 and "both --tls-cert and --tls-key" in half.output
+    missing = CliRunner().invoke(
+        app,
+        ["fl", "supernode", "--data", "synthetic", "--ca-cert", "/nope.pem", "--dry-run"],
+    )
+    assert missing.exit_code == 2 and "TLS file not found: /nope.pem" in missing.output

@@ -11,7 +11,7 @@ import json
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -56,6 +56,33 @@ def _print_rounds(history: Path) -> None:
         )
 
 
+TlsCertOpt = Annotated[
+    Path | None, typer.Option(help="TLS: the SuperLink's PEM certificate (with --tls-key)")
+]
+TlsKeyOpt = Annotated[Path | None, typer.Option(help="TLS: the SuperLink's PEM private key")]
+CaCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="TLS: the PEM CA certificate that signed the SuperLink's (default: insecure)"
+    ),
+]
+
+
+def _tls(ca: Path | None, cert: Path | None, key: Path | None, *, server: bool) -> Any:
+    """TLS settings from the flags, or None (plain text, `--insecure`)."""
+    from medpriv.train.federated.deployment import Tls
+
+    if ca is None and cert is None and key is None:
+        return None
+    if server and (cert is None or key is None):
+        raise MedprivError("TLS needs both --tls-cert and --tls-key")
+    if ca is None:
+        if not server:
+            raise MedprivError("--ca-cert is needed to trust the SuperLink's certificate")
+        ca = cert  # a self-signed certificate is its own CA
+    return Tls(ca_certificate=ca, certificate=cert, key=key)
+
+
 def _quote(text: str) -> str:
     return shlex.quote(text)
 
@@ -66,14 +93,18 @@ def superlink(
     port: Annotated[int, typer.Option(help="HTTP port (Fleet, Control and Runtime APIs)")] = 9092,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     home: HomeOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca_cert: CaCertOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command only")] = False,
 ) -> None:
     """Run the coordinator's SuperLink in the foreground (Ctrl-C stops it)."""
-    from medpriv.train.federated.deployment import executable
+    from medpriv.train.federated.deployment import executable, security_args
 
+    tls = _tls(ca_cert, tls_cert, tls_key, server=True)
     command = [
         executable("flower-superlink"),
-        "--insecure",
+        *security_args(tls, server=True),
         "--host",
         host,
         "--port",
@@ -104,10 +135,11 @@ def supernode(
     unit_column: Annotated[str | None, typer.Option(help="CSV: privacy-unit column")] = None,
     port: Annotated[int, typer.Option(help="this node's own API port")] = 9094,
     home: HomeOpt = None,
+    ca_cert: CaCertOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command only")] = False,
 ) -> None:
     """Run one hospital's SuperNode in the foreground; its rows never leave this process."""
-    from medpriv.train.federated.deployment import NodeSpec, executable
+    from medpriv.train.federated.deployment import NodeSpec, executable, security_args
 
     options: dict[str, str | float] = {
         key: value
@@ -123,7 +155,7 @@ def supernode(
     node = NodeSpec(data=data, site=site, split_seed=split_seed, options=options)
     command = [
         executable("flower-supernode"),
-        "--insecure",
+        *security_args(_tls(ca_cert, None, None, server=False), server=False),
         "--superlink",
         superlink_address,
         "--host",
@@ -160,6 +192,7 @@ def run(
         bool, typer.Option("--resume", help="continue from the checkpoint in --out")
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the run")] = 3600.0,
+    ca_cert: CaCertOpt = None,
 ) -> None:
     """Start a federated run on a running SuperLink and wait for it; prints each round."""
     from medpriv.config import load_config
@@ -187,7 +220,13 @@ def run(
     )
     path = job.write(out / "job.json")
     typer.echo(f"job: {path}")
-    outcome = flwr_run(out, superlink=superlink_address, job_path=path, timeout=timeout)
+    outcome = flwr_run(
+        out,
+        superlink=superlink_address,
+        job_path=path,
+        timeout=timeout,
+        tls=_tls(ca_cert, None, None, server=False),
+    )
     _print_rounds(out / "history.json")
     if not outcome.completed:
         error = out / "error.txt"
@@ -217,6 +256,9 @@ def local(
     target_epsilon: EpsilonOpt = None,
     secagg: SecaggOpt = False,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca_cert: CaCertOpt = None,
 ) -> None:
     """A whole deployment on this machine: SuperLink + one SuperNode per site, one run, all
     processes stopped by PID at the end. For trying Flower out; hospitals use the commands above."""
@@ -249,7 +291,8 @@ def local(
     )
     path = job.write(out / "job.json")
     typer.echo(f"starting a SuperLink and {len(nodes)} SuperNodes ({', '.join(names)})")
-    with LocalFederation(out, nodes) as federation:
+    tls = _tls(ca_cert, tls_cert, tls_key, server=True)
+    with LocalFederation(out, nodes, tls=tls) as federation:
         typer.echo(f"SuperLink at {federation.address}; PIDs {federation.pids()}")
         outcome = federation.run(path)
     if not outcome.completed:

@@ -4,8 +4,6 @@ serving, and is stopped by PID. TLS is checked on an in-test server."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import re
 import sys
@@ -24,6 +22,7 @@ from medpriv.train.split.server import SplitServer
 from medpriv.train.split.trainer import TOKEN_ENV
 from medpriv.train.split.transport import GrpcTransport, serve
 from tests.conftest import make_toy_dataset
+from tests.tls import self_signed
 
 CONFIG = TrainConfig(epochs=2, hidden=(16, 8), batch_size=64)
 
@@ -100,44 +99,8 @@ def test_a_server_process_reproduces_the_in_process_run_and_is_stopped_by_pid(
         os.kill(pid, 0)
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_tls_transport_trains_and_a_plain_client_is_turned_away(splits, tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     grpc_server, port = serve(SplitServer(), port=0, tls=(cert, key))
     try:
         settings = SplitLearningConfig(server=f"127.0.0.1:{port}", ca_certificate=str(cert))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -76,9 +77,51 @@ def flower_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _healthy(port: int) -> bool:
+@dataclass(frozen=True)
+class Tls:
+    """TLS for a Flower deployment: the CA certificate every party trusts, and (on the
+    coordinator) the SuperLink's certificate and key. Without it, traffic is plain `--insecure`."""
+
+    ca_certificate: Path
+    certificate: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        for path in (self.ca_certificate, self.certificate, self.key):
+            if path is not None and not Path(path).is_file():
+                raise DeploymentError(f"TLS file not found: {path}")
+
+    def superlink_args(self) -> list[str]:
+        if self.certificate is None or self.key is None:
+            raise DeploymentError("a TLS SuperLink needs its certificate and key")
+        return [
+            "--ssl-ca-certfile",
+            str(Path(self.ca_certificate).resolve()),
+            "--ssl-certfile",
+            str(Path(self.certificate).resolve()),
+            "--ssl-keyfile",
+            str(Path(self.key).resolve()),
+        ]
+
+    def client_args(self) -> list[str]:
+        return ["--root-certificates", str(Path(self.ca_certificate).resolve())]
+
+
+def security_args(tls: Tls | None, *, server: bool) -> list[str]:
+    """`--insecure`, or the TLS arguments of a SuperLink (`server`) or a SuperNode."""
+    if tls is None:
+        return ["--insecure"]
+    return tls.superlink_args() if server else tls.client_args()
+
+
+def _healthy(port: int, tls: Tls | None = None) -> bool:
+    scheme, context = "http", None
+    if tls is not None:
+        scheme, context = "https", ssl.create_default_context(cafile=str(tls.ca_certificate))
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+        with urllib.request.urlopen(
+            f"{scheme}://127.0.0.1:{port}/health", timeout=1, context=context
+        ) as reply:
             return reply.status == 200
     except OSError:
         return False
@@ -103,13 +146,15 @@ class NodeSpec:
         return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
 
-def start_superlink(workdir: Path, *, port: int | None = None, timeout: float = 60) -> Process:
+def start_superlink(
+    workdir: Path, *, port: int | None = None, timeout: float = 60, tls: Tls | None = None
+) -> Process:
     port = port or free_port()
     process = Process(
         "superlink",
         [
             executable("flower-superlink"),
-            "--insecure",
+            *security_args(tls, server=True),
             "--host",
             "127.0.0.1",
             "--port",
@@ -122,7 +167,9 @@ def start_superlink(workdir: Path, *, port: int | None = None, timeout: float = 
     )
     try:
         wait_until(
-            lambda: process.alive() and _healthy(port), timeout=timeout, what="the SuperLink"
+            lambda: process.alive() and _healthy(port, tls),
+            timeout=timeout,
+            what="the SuperLink",
         )
     except DeploymentError:
         process.stop()
@@ -131,13 +178,19 @@ def start_superlink(workdir: Path, *, port: int | None = None, timeout: float = 
 
 
 def start_supernode(
-    workdir: Path, name: str, node: NodeSpec, *, superlink: str, port: int | None = None
+    workdir: Path,
+    name: str,
+    node: NodeSpec,
+    *,
+    superlink: str,
+    port: int | None = None,
+    tls: Tls | None = None,
 ) -> Process:
     return Process(
         f"supernode-{name}",
         [
             executable("flower-supernode"),
-            "--insecure",
+            *security_args(tls, server=False),
             "--superlink",
             superlink,
             "--host",
@@ -181,16 +234,31 @@ class RunOutcome:
         return self.status == "finished:completed"
 
 
-def flwr_run(workdir: Path, *, superlink: str, job_path: Path, timeout: float = 600) -> RunOutcome:
+def cli_config(superlink: str, tls: Tls | None = None) -> str:
+    """The `flwr` CLI's config.toml: the SuperLink's address, and how to reach it."""
+    security = (
+        "insecure = true\n"
+        if tls is None
+        else f"root-certificates = {json.dumps(str(Path(tls.ca_certificate).resolve()))}\n"
+    )
+    return (
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{superlink}"\n' + security
+    )
+
+
+def flwr_run(
+    workdir: Path,
+    *,
+    superlink: str,
+    job_path: Path,
+    timeout: float = 600,
+    tls: Tls | None = None,
+) -> RunOutcome:
     """`flwr run --stream` the medpriv app with this job; the status comes from `flwr ls`
     (flwr run exits 0 even when the run failed)."""
     home = workdir / "home" / "cli"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{superlink}"\n'
-        "insecure = true\n",
-        encoding="utf-8",
-    )
+    (home / "config.toml").write_text(cli_config(superlink, tls), encoding="utf-8")
     app = write_app(workdir / "app")
     env = flower_env(home)
     command = [
@@ -234,8 +302,10 @@ class LocalFederation:
     """A SuperLink and one SuperNode per NodeSpec on 127.0.0.1; a context manager that stops
     every process by PID on exit."""
 
-    def __init__(self, workdir: Path, nodes: dict[str, NodeSpec]) -> None:
-        self.workdir, self.nodes = Path(workdir), nodes
+    def __init__(
+        self, workdir: Path, nodes: dict[str, NodeSpec], *, tls: Tls | None = None
+    ) -> None:
+        self.workdir, self.nodes, self.tls = Path(workdir), nodes, tls
         self.superlink: Process | None = None
         self.supernodes: dict[str, Process] = {}
 
@@ -246,10 +316,10 @@ class LocalFederation:
 
     def __enter__(self) -> LocalFederation:
         try:
-            self.superlink = start_superlink(self.workdir)
+            self.superlink = start_superlink(self.workdir, tls=self.tls)
             for name, node in self.nodes.items():
                 self.supernodes[name] = start_supernode(
-                    self.workdir, name, node, superlink=self.address
+                    self.workdir, name, node, superlink=self.address, tls=self.tls
                 )
             wait_for_nodes(list(self.supernodes.values()))
         except BaseException:
@@ -269,4 +339,10 @@ class LocalFederation:
             process.stop()
 
     def run(self, job_path: Path, *, timeout: float = 600) -> RunOutcome:
-        return flwr_run(self.workdir, superlink=self.address, job_path=job_path, timeout=timeout)
+        return flwr_run(
+            self.workdir,
+            superlink=self.address,
+            job_path=job_path,
+            timeout=timeout,
+            tls=self.tls,
+        )
