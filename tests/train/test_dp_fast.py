@@ -139,6 +139,7 @@ def test_manual_backward_equals_autograd_with_dropout():
     x, y = _batch(40, 7, classes=3)
     plan = dp_fast._plan(network)
     assert plan.manual
+
     def top(logits: torch.Tensor) -> torch.Tensor:
         return dp_fast._cross_entropy_grad(logits, y)
 
