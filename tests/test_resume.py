@@ -153,3 +153,15 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path):
     assert saved["complete"] is False and 1 <= len(saved["runs"]) < 4
     assert "interrupted" in (run_dir / "report.html").read_text()
     assert (run_dir / "report.md").is_file()
+
+
+def test_resume_refuses_data_that_changed(tmp_path: Path):
+    from medpriv.config import DataConfig
+    from medpriv.data.sources import load_dataset
+
+    paths = RunPaths(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(tmp_path), paths=paths, listener=_StopAfter(1))
+    other = load_dataset(DataConfig(spec="synthetic:1400"))  # same config, other rows
+    with pytest.raises(MedprivError, match="the data no longer match"):
+        run_experiment(_config(tmp_path), paths=paths, resume=True, dataset=other)

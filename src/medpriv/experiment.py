@@ -207,6 +207,11 @@ def run_experiment(
         notify("loading", {"spec": config.data.spec})
         dataset = load_dataset(config.data)
     notify("dataset", {"dataset": dataset})
+    if finished and json.loads(json.dumps(dataset.summary())) != saved.get("dataset"):
+        raise MedprivError(
+            f"--resume {paths.root}: the data no longer match the saved run's (records, "
+            "outcome rate or cohort flow changed); start a new run instead"
+        )
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.config.write_text(to_toml(config), encoding="utf-8")
     document: dict[str, Any] = {
@@ -240,17 +245,17 @@ def run_experiment(
             notify("run_end", {"name": spec.name, "entry": entry})
     except KeyboardInterrupt:
         write_json_atomic(document, paths.results)
-        _write_reports(document, paths)
+        _write_reports(paths)
         notify("interrupted", {"paths": paths, "done": len(document["runs"]), "of": len(plan)})
         raise
     document["complete"] = True
     write_json_atomic(document, paths.results)
-    _write_reports(document, paths)
+    _write_reports(paths)
     notify("done", {"paths": paths})
     return document
 
 
-def _write_reports(document: dict[str, Any], paths: RunPaths) -> None:
+def _write_reports(paths: RunPaths) -> None:
     """report.html and report.md from results.json as written — exactly what
     `medpriv report` later reads, so regenerating gives the same files."""
     from medpriv.report.files import write_reports

@@ -184,7 +184,7 @@ def test_empty_and_partial_documents_render():
     assert "No runs" in render_report({})
     partial = {"runs": [{"name": "old", "utility": {"auroc": 0.7}, "privacy": {"epsilon": 3}}]}
     html = render_report(partial)
-    assert "old" in html and "0.700" in html and html.count(IMG) == 1  # utility vs privacy only
+    assert "old" in html and "0.700" in html and html.count(IMG) == 1  # the frontier only
 
 
 def test_write_report_is_atomic(tmp_path: Path):
@@ -203,7 +203,6 @@ def test_write_report_is_atomic(tmp_path: Path):
         plots.pr_curves,
         plots.confusion_matrices,
         plots.training_curves,
-        plots.utility_privacy,
     ],
 )
 def test_plot_functions_return_figures(draw):
@@ -212,11 +211,8 @@ def test_plot_functions_return_figures(draw):
     assert isinstance(fig, Figure) and fig.axes
     plt.close(fig)
     empty = draw([])
-    if draw is plots.utility_privacy:
-        assert empty is None
-    else:
-        assert isinstance(empty, Figure)
-        plt.close(empty)
+    assert isinstance(empty, Figure)
+    plt.close(empty)
 
 
 def test_report_imports_no_ml_stack():

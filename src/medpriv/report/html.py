@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import math
-import statistics
 from collections.abc import Callable, Iterable, Sequence
 from html import escape
 from pathlib import Path
@@ -207,9 +206,8 @@ def _header(results: dict, dataset: dict) -> str:
     )
 
 
-def _headline_section(runs: list[dict]) -> str:
+def _headline_section(rows: list[summary.Row]) -> str:
     """One row per method and ε: utility, privacy spent, measured leakage and cost."""
-    rows = summary.headline(runs)
     best = summary.best_rows(rows)
     columns = summary.visible_columns(rows)
     seeds = max(len(r.runs) for r in rows)
@@ -383,7 +381,6 @@ def _runs_section(runs: list[dict]) -> str:
         f"F1 at threshold {_e(at)}; 95% AUROC interval by bootstrap; best AUROC highlighted; "
         "Brier score: lower is better.</p>",
         _val_threshold_table(runs),
-        _by_method_table(runs),
         "</section>",
     ]
     return "".join(parts)
@@ -454,38 +451,6 @@ def _val_threshold_table(runs: list[dict]) -> str:
     )
 
 
-def _by_method_table(runs: list[dict]) -> str:
-    """Mean ± SD over seeds per (method, ε), shown only when some group has several runs."""
-    groups: dict[tuple[str, str | None], list[dict]] = {}
-    for run in runs:
-        key = (str(run.get("method") or DASH), _epsilon(_dict(run.get("privacy"))))
-        groups.setdefault(key, []).append(run)
-    if all(len(g) < 2 for g in groups.values()):
-        return ""
-
-    def stat(group: list[dict], key: str, spec: str = ".3f") -> str:
-        values = [v for r in group if (v := number(_dict(r.get("utility")).get(key))) is not None]
-        if not values:
-            return DASH
-        if len(values) == 1:
-            return format(values[0], spec)
-        return f"{statistics.fmean(values):{spec}} ± {statistics.stdev(values):{spec}}"
-
-    rows = [
-        [
-            (_e(method), "name"),
-            (eps or '<span class="tag">not private</span>', "num"),
-            (str(len(group)), "num"),
-            (stat(group, "auroc"), "num"),
-            (stat(group, "auprc"), "num"),
-            (stat(group, "brier", ".4f"), "num"),
-        ]
-        for (method, eps), group in groups.items()
-    ]
-    headers = ["Method", ("ε", "num"), ("Runs", "num"), ("AUROC", "num"), ("AUPRC", "num")]
-    return "<h3>By method (mean ± SD over seeds)</h3>" + _table([*headers, ("Brier", "num")], rows)
-
-
 def _statement(privacy: dict) -> str:
     """The document's statement, or one rebuilt from the privacy fields."""
     if privacy.get("statement"):
@@ -506,11 +471,11 @@ def _statement(privacy: dict) -> str:
     return "; ".join(parts) + "."
 
 
-def _privacy_section(runs: list[dict]) -> str:
+def _privacy_section(runs: list[dict], rows: list[summary.Row]) -> str:
     """Per method and ε: what is protected in plain words, then the technical statement."""
     failed = {run_name for run_name, *_ in _inconsistent_audits(runs)}
     items = []
-    for row in summary.headline(runs):
+    for row in rows:
         first = row.runs[0]
         privacy = _dict(first.get("privacy"))
         eps = _epsilon(privacy)
@@ -717,14 +682,9 @@ def _png(fig: Figure, dpi: int = 110) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _first_of_each(runs: list[dict]) -> list[dict]:
-    """The first run (seed) of each method and ε."""
-    return [row.runs[0] for row in summary.headline(runs)]
-
-
-def _frontier_section(runs: list[dict]) -> str:
+def _frontier_section(rows: list[summary.Row]) -> str:
     try:
-        fig = frontier(summary.headline(runs))
+        fig = frontier(rows)
     except Exception as error:  # a malformed field must not cost the whole report
         return (
             '<section id="frontier"><h2>Privacy–utility frontier</h2><p class="note">The '
@@ -744,7 +704,8 @@ def _frontier_section(runs: list[dict]) -> str:
     )
 
 
-def _figures_section(runs: list[dict]) -> str:
+def _figures_section(runs: list[dict], rows: list[summary.Row]) -> str:
+    first_of_each = [row.runs[0] for row in rows]  # the first seed of each method and ε
     specs: list[tuple[str, str, Callable[[list[dict]], Figure | None], bool, bool]] = [
         (
             "ROC curves",
@@ -801,7 +762,7 @@ def _figures_section(runs: list[dict]) -> str:
             "Calibration",
             "Observed outcome rate against mean predicted risk in equal-count bins of the test "
             "split (first seed of each method); the dashed diagonal is perfect calibration.",
-            lambda rs: plots.calibration_curves(_first_of_each(rs)),
+            lambda _: plots.calibration_curves(first_of_each),
             any(plots.has_calibration(r) for r in runs),
             False,
         ),
@@ -876,16 +837,17 @@ def render_report(results: dict) -> str:
     runs = [r for r in results.get("runs") or [] if isinstance(r, dict)]
     title = f"medpriv report — {dataset.get('name') or 'unnamed dataset'}"
     if runs:
+        rows = summary.headline(runs)
         body = (
             _audit_warning(runs)
             + _warnings_section(results)
-            + _headline_section(runs)
-            + _frontier_section(runs)
-            + _privacy_section(runs)
+            + _headline_section(rows)
+            + _frontier_section(rows)
+            + _privacy_section(runs, rows)
             + _dataset_section(dataset, _dict(results.get("config")))
             + _runs_section(runs)
             + _attacks_section(runs)
-            + _figures_section(runs)
+            + _figures_section(runs, rows)
         )
     else:
         body = (

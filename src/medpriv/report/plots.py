@@ -17,7 +17,6 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 __all__ = [
     "confusion_matrices",
@@ -28,7 +27,6 @@ __all__ = [
     "pr_curves",
     "roc_curves",
     "training_curves",
-    "utility_privacy",
 ]
 
 _GRID = {"color": "#d9dee5", "linewidth": 0.6}
@@ -333,84 +331,6 @@ def epsilon_curves(runs: Sequence[dict]) -> Figure | None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     _style(ax)
     _legend(ax, 4.2)
-    return fig
-
-
-def _private(run: dict) -> float | None:
-    privacy = run.get("privacy")
-    return number(privacy.get("epsilon")) if isinstance(privacy, dict) else None
-
-
-def _references(runs: Sequence[dict]) -> dict[str, tuple[int, list[float]]]:
-    """Non-private runs with an AUROC, by method: (index of the first run, AUROCs)."""
-    references: dict[str, tuple[int, list[float]]] = {}
-    for i, run in enumerate(runs):
-        auc = number(_utility(run).get("auroc"))
-        if _private(run) is None and auc is not None:
-            references.setdefault(str(run.get("method") or _name(run, i)), (i, []))[1].append(auc)
-    return references
-
-
-def utility_privacy(runs: Sequence[dict]) -> Figure | None:
-    """Test AUROC (95% CI error bars) against ε for private runs; None if no run has an ε.
-
-    Non-private runs are drawn as a dotted reference line per method (mean AUROC; the shaded
-    band spans the runs when there are several).
-    """
-    private = [(i, r, eps) for i, r in enumerate(runs) if (eps := _private(r)) is not None]
-    if not private:
-        return None
-    references = _references(runs)
-    entries = len(private) + len(references)
-    fig, ax = _figure(6.4, 4.4 + 0.3 + 0.16 * math.ceil(entries / (1 if entries <= 3 else 2)))
-    colors = _colors(len(runs))
-    for i, run, eps in private:
-        utility = _utility(run)
-        auc = number(utility.get("auroc"))
-        if auc is None:
-            continue
-        yerr = None
-        ci = utility.get("auroc_ci95")
-        if isinstance(ci, list | tuple) and len(ci) == 2:
-            lo, hi = number(ci[0]), number(ci[1])
-            if lo is not None and hi is not None:
-                yerr = [[max(auc - lo, 0.0)], [max(hi - auc, 0.0)]]
-        label = f"{_label(_name(run, i))} (ε = {eps:.3g})"
-        ax.errorbar([eps], [auc], yerr=yerr, fmt="o", color=colors[i], capsize=4, ms=6, label=label)
-    for method, (i, aucs) in references.items():
-        suffix = f", mean of {len(aucs)}" if len(aucs) > 1 else ""
-        ax.axhline(
-            float(np.mean(aucs)),
-            ls=":",
-            lw=1.4,
-            color=colors[i],
-            label=f"{_label(method)} (not private{suffix})",
-        )
-        if len(aucs) > 1 and max(aucs) > min(aucs):
-            ax.axhspan(min(aucs), max(aucs), color=colors[i], alpha=0.08, lw=0)
-    epsilons = sorted({eps for _, _, eps in private})
-    if epsilons[0] > 0 and epsilons[-1] / epsilons[0] >= 10:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        if len(epsilons) <= 8:
-            ax.set_xticks(epsilons, [f"{eps:g}" for eps in epsilons])
-        else:
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    else:
-        ax.set_xlim(0, epsilons[-1] * 1.2 or 1.0)
-    ax.set(xlabel="ε (privacy budget spent; smaller is more private)", ylabel="Test AUROC")
-    ax.set_title("Utility vs privacy")
-    _style(ax)
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            loc="outside lower center",
-            ncols=1 if entries <= 3 else 2,
-            fontsize=8 if entries <= 8 else 7,
-            frameon=False,
-        )
     return fig
 
 

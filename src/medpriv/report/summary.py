@@ -187,8 +187,6 @@ def format_bytes(value: float | None) -> str:
 
 # ---------------------------------------------------------------- privacy statements
 
-LEVEL_UNIT = {"site": "site (a hospital's whole data)", "client": "client"}
-
 
 def plain_statement(run: dict) -> str:
     """What the model protects, in words a privacy officer can sign off."""
@@ -208,17 +206,16 @@ def plain_statement(run: dict) -> str:
         if measured:
             text += " Measured: " + "; ".join(measured) + "."
         return text
-    level = str(privacy.get("level") or "sample")
     unit = str(privacy.get("unit") or "record")
-    who = LEVEL_UNIT.get(level, unit)
+    whole = " (all of its records together)" if privacy.get("level") not in (None, "sample") else ""
     factor = math.exp(eps)
     factor_text = f"{factor:,.0f}" if factor >= 100 else f"{factor:.3g}"
     text = (
-        f"Protects each {who}: adding or removing any one {who.split(' (')[0]}'s data changes the "
-        f"probability of anything learned from the model by at most a factor e^ε = {factor_text} "
+        f"Protects each {unit}{whole}: adding or removing any one {unit}'s data changes the "
+        f"probability of any outcome of training by at most a factor e^ε = {factor_text} "
         f"(ε = {eps:.3g})"
     )
-    text += f", except with probability δ = {delta:.2g}." if delta else " (pure ε-DP)."
+    text += f", plus at most δ = {delta:.2g}." if delta else " (pure ε-DP)."
     how = []
     if privacy.get("accountant"):
         how.append(f"accountant {str(privacy['accountant']).upper()}")
