@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medpriv.models import MLP
-from medpriv.train.dp_fast import make_fast_dp_step
+from medpriv.privacy.clipping import make_fast_dp_step
 from medpriv.train.loop import plain_step
 
 HIDDEN = (128, 64)

@@ -28,7 +28,7 @@ import torch
 
 from medpriv.config import TrainConfig
 from medpriv.processes import Process, wait_until
-from medpriv.train.baseline import new_network
+from medpriv.train.engine.mlp import new_network
 from medpriv.train.split.client import RemotePart, SplitNetwork, cut_mlp, part_widths, split_step
 from medpriv.train.split.server import make_optimizer
 from medpriv.train.split.transport import GrpcTransport, InProcessTransport

@@ -194,6 +194,8 @@ class PrivacyConfig:
     several records per privacy unit are handled: keep one per unit, or group privacy.
     `data_norm` bounds each design row's L2 norm for `dp-logreg` (rows are clipped to it;
     default `DEFAULT_DATA_NORM`, a constant fixed in advance, never computed from the data).
+    `reproducible_noise` draws the noise and Poisson masks from the run seed instead of the OS
+    CSPRNG: for debugging and tests only; such a model carries no guarantee and says so.
     """
 
     target_epsilon: float | None = 1.0
@@ -206,6 +208,7 @@ class PrivacyConfig:
     allow_over_budget: bool = False
     unit_policy: str = "one-per-unit"
     data_norm: float | None = None
+    reproducible_noise: bool = False
 
 
 FL_STRATEGIES = ("fedavg", "fedprox", "fedadam")

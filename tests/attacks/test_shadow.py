@@ -23,7 +23,7 @@ from medpriv.attacks.shadow import (
 )
 from medpriv.metrics import auroc
 from medpriv.models import MLP, positive_margin
-from medpriv.train.dp_fast import clipped_grad_sum
+from medpriv.privacy.clipping import clipped_grad_sum
 
 D = 5
 PLAIN = ShadowRecipe(hidden=(16, 8), epochs=15, batch_size=32, lr=1e-2, optimizer="adam")

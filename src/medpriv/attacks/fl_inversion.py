@@ -35,8 +35,8 @@ from medpriv.attacks.inversion import (
     invert_fedsgd,
 )
 from medpriv.data.splits import Splits
+from medpriv.privacy.clipping import clipped_grad_sum
 from medpriv.train.base import TrainedModel
-from medpriv.train.dp_fast import clipped_grad_sum
 
 FEDERATED_METHODS = ("fedavg", "fedavg-dp", "fedavg-cdp")
 FEDSGD_BATCHES = (1, 4, 8, 16, 32)

@@ -1,11 +1,10 @@
-"""Privacy accounting (Opacus PRV / RDP accountants), δ defaults, and what a model spent."""
+"""Privacy accounting (Opacus PRV / RDP accountants), δ defaults and group privacy."""
 
 from __future__ import annotations
 
 import functools
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
 
 from medpriv.errors import PrivacyError
 
@@ -87,55 +86,3 @@ def group_privacy(epsilon: float, delta: float, group_size: int) -> tuple[float,
     """(ε, δ) for groups of `group_size` records: (kε, k·e^{(k−1)ε}·δ)."""
     k = group_size
     return k * epsilon, k * math.exp((k - 1) * epsilon) * delta
-
-
-@dataclass(frozen=True)
-class PrivacySpent:
-    """ε, δ and how they were earned; `epsilon=None` means the model is not private."""
-
-    epsilon: float | None = None
-    delta: float | None = None
-    accountant: str | None = None
-    sampling: str = "shuffle"
-    unit: str = "patient"
-    level: str | None = None
-    clipping_norm: float | None = None
-    noise_multiplier: float | None = None
-    steps: int | None = None
-    sample_rate: float | None = None
-    mechanism: str | None = None
-    caveats: tuple[str, ...] = field(default=())
-
-    @property
-    def is_private(self) -> bool:
-        return self.epsilon is not None
-
-    def statement(self) -> str:
-        """The guarantee in plain words (or its absence), with its caveats."""
-        if not self.is_private:
-            text = "Not differentially private: no formal guarantee; measure leakage with attacks."
-            return text + (" Note: " + "; ".join(self.caveats) + "." if self.caveats else "")
-        delta = f", δ = {self.delta:.2g}" if self.delta else " (pure ε-DP)"
-        text = f"ε = {self.epsilon:.3g}{delta} per {self.unit}"
-        if self.accountant:
-            text += f" ({self.accountant.upper()} accountant)"
-        if self.mechanism:
-            text += f", {self.mechanism}"
-        if self.sample_rate is not None and self.steps is not None:
-            text += (
-                f", {self.sampling} sampling with q = {self.sample_rate:.3g} "
-                f"over {self.steps:,} steps"
-            )
-        elif not self.sampling.startswith("none"):
-            text += f", {self.sampling} sampling"
-        if self.noise_multiplier is not None:
-            text += f", noise multiplier {self.noise_multiplier:.3g}"
-        if self.clipping_norm is not None:
-            text += f", per-sample clipping at {self.clipping_norm:g}"
-        text += "."
-        if self.caveats:
-            text += " Caveats: " + "; ".join(self.caveats) + "."
-        return text
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "caveats": list(self.caveats), "statement": self.statement()}

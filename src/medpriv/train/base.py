@@ -16,7 +16,7 @@ from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
-from medpriv.privacy.accounting import PrivacySpent
+from medpriv.privacy.statement import PrivacySpent
 from medpriv.registry import Registry
 
 

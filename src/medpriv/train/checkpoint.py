@@ -43,3 +43,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
     return payload, meta
+
+
+def saved_mechanism(checkpoint: Path | None, resume: bool) -> tuple[float, float] | None:
+    """(σ, record δ) of the run being resumed: resuming continues the same mechanism."""
+    if not resume or checkpoint is None or not Path(checkpoint).exists():
+        return None
+    meta = load_checkpoint(checkpoint)[1]
+    return float(meta["noise_multiplier"]), float(meta["delta"])

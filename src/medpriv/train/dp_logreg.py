@@ -23,10 +23,10 @@ from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
 from medpriv.errors import PrivacyError
 from medpriv.metrics import auroc
-from medpriv.privacy.accounting import PrivacySpent
+from medpriv.privacy.plan import apply_unit_policy
+from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
 from medpriv.train.calibration import maybe_calibrate
-from medpriv.train.dp import apply_unit_policy
 from medpriv.train.loop import EpochCallback
 
 

@@ -15,7 +15,7 @@ from medpriv.config import LOGREG_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
 from medpriv.metrics import auroc
-from medpriv.privacy.accounting import PrivacySpent
+from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
 from medpriv.train.calibration import maybe_calibrate
 from medpriv.train.loop import EpochCallback

@@ -1,7 +1,9 @@
 """The shared training loop: tensor-indexed batches, early stopping, per-epoch history, checkpoints.
 
 DP, federated and split trainers wrap this loop through `batches` (how rows are sampled) and
-`step` (how one batch updates the model) rather than forking it.
+`step` (how one batch updates the model) rather than forking it. The run seed seeds torch's
+global RNG here (initialisation, shuffling, dropout: no part of any guarantee); DP noise and
+Poisson masks never come from it (`medpriv.privacy.randomness`).
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ from torch.nn import functional as F
 
 from medpriv.errors import CheckpointError
 from medpriv.metrics import auroc
+from medpriv.privacy.sampler import BatchSampler
+from medpriv.privacy.step import Step
 from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 
-BatchSampler = Callable[[int], Iterator[torch.Tensor]]
-Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], torch.Tensor]
 EpochCallback = Callable[[int, dict[str, float]], None]
 AUROC_TOLERANCE = 0.01
 
 
 def shuffled_batches(batch_size: int) -> BatchSampler:
-    """Each epoch, a random permutation cut into batches (uses torch's global RNG)."""
+    """Each epoch, a random permutation cut into batches (torch's global RNG; not private)."""
 
     def batches(n: int) -> Iterator[torch.Tensor]:
         order = torch.randperm(n)
@@ -37,26 +39,6 @@ def shuffled_batches(batch_size: int) -> BatchSampler:
             yield order[start : start + batch_size]
 
     return batches
-
-
-class PoissonBatches:
-    """DP-SGD's sampler: each step includes every row independently with probability q.
-
-    An epoch is `steps_per_epoch` = round(1/q) steps; batches may be empty (the step then adds
-    pure noise). Uses torch's global RNG, which checkpoints save and restore.
-    """
-
-    poisson = True
-
-    def __init__(self, *, sample_rate: float, steps_per_epoch: int) -> None:
-        if not 0 < sample_rate <= 1:
-            raise ValueError(f"sample rate must be in (0, 1], got {sample_rate}")
-        self.sample_rate = sample_rate
-        self.steps_per_epoch = steps_per_epoch
-
-    def __call__(self, n: int) -> Iterator[torch.Tensor]:
-        for _ in range(self.steps_per_epoch):
-            yield torch.nonzero(torch.rand(n) < self.sample_rate).flatten()
 
 
 def plain_step(

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from medpriv.config import TrainConfig
 from medpriv.errors import ProtocolError
 from medpriv.models import MLP
-from medpriv.train.dp_fast import clipped_grad_sum
+from medpriv.privacy.clipping import clipped_grad_sum
 from medpriv.train.federated.weights import Weights, get_weights, set_weights
 
 OPTIMIZERS = ("sgd", "adam")

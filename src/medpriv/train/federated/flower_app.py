@@ -34,8 +34,8 @@ from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ProtocolError
-from medpriv.privacy.accounting import PrivacySpent
-from medpriv.train.dp import VALIDATION_CAVEAT
+from medpriv.privacy.plan import VALIDATION_CAVEAT
+from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed
 from medpriv.train.federated.engine import initial_weights
 from medpriv.train.federated.job import FederatedJob

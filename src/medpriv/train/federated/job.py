@@ -181,7 +181,7 @@ def client_arrays(
     `one_per_unit` (DP clients) keeps one random record of each privacy unit."""
     rows = client_training_rows(load_dataset(data), site=site, split_seed=split_seed, split=split)
     if one_per_unit and rows.n_units < len(rows):
-        from medpriv.train.dp import one_record_per_unit
+        from medpriv.privacy.plan import one_record_per_unit
 
         rows = one_record_per_unit(rows, split_seed or 0)
     pre = Preprocessor.from_state(rows.schema, preprocessor_state)

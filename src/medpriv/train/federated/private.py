@@ -19,12 +19,12 @@ from functools import lru_cache
 from medpriv.config import PrivacyConfig
 from medpriv.errors import PrivacyError
 from medpriv.privacy.accounting import (
-    PrivacySpent,
     calibrate_noise,
     check_delta,
     default_delta,
     epsilon_spent,
 )
+from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.strategy import DPFedAvg
 

@@ -29,10 +29,10 @@ from medpriv.data.partition import partition
 from medpriv.data.splits import Splits
 from medpriv.errors import PrivacyError
 from medpriv.models import MLP
-from medpriv.privacy.accounting import PrivacySpent
+from medpriv.privacy.plan import VALIDATION_CAVEAT, apply_unit_policy
+from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
-from medpriv.train.baseline import finish_scorer, prepare
-from medpriv.train.dp import VALIDATION_CAVEAT, apply_unit_policy
+from medpriv.train.engine.mlp import finish_scorer, prepare
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.engine import initial_weights, run_rounds
 from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant

@@ -3,12 +3,14 @@ U-shaped learning, the head).
 
 Each sample's gradient over the client's parameters is clipped to C (jointly over bottom and
 head), the clipped sum gets Gaussian noise N(0, σ²C²) and is divided by the expected batch size,
-as in `medpriv.train.dp_fast`; batches are Poisson samples. The per-sample gradient at the cut
-comes from the server (its rows are the per-sample gradients of the mean loss, times B).
+as in `medpriv.privacy.step` (whose noise source draws it); batches are Poisson samples. The
+per-sample gradient at the cut comes from the server (its rows are the per-sample gradients of
+the mean loss, times B).
 
-What this protects, and what not: ε covers the client's layers as released. The activations (and,
-vanilla, the labels) the server receives are computed from the raw records, so the server's part
-and the composed model carry no DP guarantee; the trainer states exactly that.
+What this protects: nothing that an ε could state. The server's layers train without DP on the
+raw activations (and, vanilla, the labels), so removing one patient changes every other record's
+gradient at the cut, and the clipping norm no longer bounds one patient's influence. The trainer
+reports this clipping-and-noise as a defense, with no ε.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import math
 import torch
 from torch import nn
 
-from medpriv.train.dp_fast import PerSample, clip_factors, per_sample_pass
-from medpriv.train.loop import Step
+from medpriv.privacy.clipping import PerSample, clip_factors, per_sample_pass
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.step import Step, add_noise_
 from medpriv.train.split.client import SplitNetwork
 
 
@@ -30,12 +33,15 @@ def _cross_entropy_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def make_private_split_step(
-    *, max_grad_norm: float, noise_multiplier: float, expected_batch_size: float
+    *,
+    max_grad_norm: float,
+    noise_multiplier: float,
+    expected_batch_size: float,
+    noise: NoiseSource,
 ) -> Step:
     """A loop `Step` for a `SplitNetwork`: per-sample clipped, noised client update."""
-    if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-        raise ValueError(f"noise_multiplier must be >= 0 and finite, got {noise_multiplier}")
-    std = noise_multiplier * max_grad_norm
+    if not (math.isfinite(expected_batch_size) and expected_batch_size > 0):
+        raise ValueError(f"expected_batch_size must be > 0 and finite, got {expected_batch_size}")
 
     def step(
         network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
@@ -43,9 +49,7 @@ def make_private_split_step(
         assert isinstance(network, SplitNetwork)
         optimizer.zero_grad(set_to_none=True)
         params = list(network.local_parameters())
-        sums = [
-            torch.normal(0.0, std, size=p.shape) if std > 0 else torch.zeros_like(p) for p in params
-        ]
+        sums = [torch.zeros_like(p) for p in params]
         logits = torch.zeros((0, 2))
         if len(x):
             passes, logits = _passes(network, x, y)
@@ -54,6 +58,9 @@ def make_private_split_step(
             targets = iter(sums)
             for part in passes:
                 part.accumulate(factors, [next(targets) for _ in part.params])
+        add_noise_(
+            sums, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, noise=noise
+        )
         for p, total in zip(params, sums, strict=True):
             p.grad = total / expected_batch_size
         optimizer.step()

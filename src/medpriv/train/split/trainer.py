@@ -19,17 +19,14 @@ from medpriv.config import SPLIT_RECIPE, PrivacyConfig, SplitLearningConfig, Tra
 from medpriv.data.partition import partition
 from medpriv.data.splits import Splits
 from medpriv.errors import ConfigError, PrivacyError
-from medpriv.privacy.accounting import PrivacySpent
+from medpriv.privacy.plan import VALIDATION_CAVEAT, DPPlan, apply_unit_policy, plan_privacy
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.sampler import PoissonBatches
+from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel
-from medpriv.train.baseline import finish_scorer, loop_params, new_network, prepare, run_meta
-from medpriv.train.dp import (
-    VALIDATION_CAVEAT,
-    DPPlan,
-    apply_unit_policy,
-    plan_privacy,
-    saved_mechanism,
-)
-from medpriv.train.loop import EpochCallback, PoissonBatches, fit_network, shuffled_batches
+from medpriv.train.checkpoint import saved_mechanism
+from medpriv.train.engine.mlp import finish_scorer, loop_params, new_network, prepare, run_meta
+from medpriv.train.loop import EpochCallback, fit_network, shuffled_batches
 from medpriv.train.split.client import (
     RemotePart,
     SplitNetwork,
@@ -71,6 +68,7 @@ class SplitTrainer:
         self.settings = split_learning or SplitLearningConfig()
         # With DP on the client's layers the run takes part in the ε sweep.
         self.private = self.settings.client_dp
+        self._nominal_epsilon: float | None = None
 
     def _clients(self, splits: Splits, seed: int) -> tuple[dict[str, np.ndarray] | None, list[str]]:
         """The hospitals' training rows (None: one client holding them all), and notes."""
@@ -106,33 +104,37 @@ class SplitTrainer:
     def _composed_privacy(
         self, splits: Splits, dp_plan: DPPlan | None, epochs: int, caveats: list[str]
     ) -> tuple[PrivacySpent, dict | None]:
-        """(the composed model's privacy — never DP —, the client layers' DP statement or None)."""
+        """(the composed model's privacy — never DP —, what --client-dp did, or None).
+
+        No ε is claimed for the client's layers either: the per-sample gradient at the cut comes
+        from server layers trained without DP on raw activations (and, vanilla, raw labels), so
+        removing one patient changes every other record's clipped gradient and the clipping norm
+        does not bound the sensitivity of an update. The clipping and noise stay as a defense.
+        """
         unit = splits.train.unit_name
         if dp_plan is None:
             return PrivacySpent(unit=unit, sampling="shuffle"), None
         steps = epochs * dp_plan.steps_per_epoch
-        epsilon, delta = dp_plan.unit_guarantee(steps)
-        client = PrivacySpent(
-            epsilon=epsilon,
-            delta=delta,
-            accountant=dp_plan.accountant,
-            sampling="poisson",
-            unit=unit,
-            level="sample",
-            clipping_norm=dp_plan.max_grad_norm,
-            noise_multiplier=dp_plan.noise_multiplier,
-            steps=steps,
-            sample_rate=dp_plan.sample_rate,
-            mechanism="DP-SGD on the client's layers only",
-            caveats=tuple(caveats),
-        )
         sent = "activations and labels" if not self.ushaped else "activations"
         note = (
-            f"the client's layers are DP (ε = {epsilon:.3g}, δ = {delta:.2g} per {unit}), but "
-            f"the {sent} sent to the server are computed from the raw records, so the server's "
-            "part and this composed model carry no DP guarantee"
+            "--client-dp clips and noises the client's layers' per-sample gradients, but no ε is "
+            "claimed: the server's layers train without DP on the raw "
+            f"{sent}, so one {unit} changes every other record's gradient at the cut and the "
+            "clipping norm does not bound its influence"
+            + ("; labels leave the hospital (vanilla split learning)" if not self.ushaped else "")
         )
-        return PrivacySpent(unit=unit, sampling="poisson", caveats=(note,)), client.to_dict()
+        client = {
+            "epsilon": None,
+            "defense": "per-sample clipping and Gaussian noise on the client's layers (no ε)",
+            "noise_multiplier": dp_plan.noise_multiplier,
+            "noise_calibrated_for_epsilon": self._nominal_epsilon,
+            "clipping_norm": dp_plan.max_grad_norm,
+            "sample_rate": dp_plan.sample_rate,
+            "steps": steps,
+            "why_no_epsilon": note,
+            "caveats": list(caveats),
+        }
+        return PrivacySpent(unit=unit, sampling="poisson", caveats=(note,)), client
 
     def fit(
         self,
@@ -208,19 +210,20 @@ class SplitTrainer:
                     privacy=privacy,
                     saved=saved_mechanism(checkpoint, resume),
                 )
+                self._nominal_epsilon = privacy.target_epsilon
+                noise = NoiseSource.for_run(reproducible=privacy.reproducible_noise, seed=seed)
                 batches = PoissonBatches(
-                    sample_rate=dp_plan.sample_rate, steps_per_epoch=dp_plan.steps_per_epoch
+                    sample_rate=dp_plan.sample_rate,
+                    steps_per_epoch=dp_plan.steps_per_epoch,
+                    noise=noise,
                 )
                 step = make_private_split_step(
                     max_grad_norm=dp_plan.max_grad_norm,
                     noise_multiplier=dp_plan.noise_multiplier,
                     expected_batch_size=dp_plan.expected_batch_size,
+                    noise=noise,
                 )
                 meta.update(dp_plan.meta())
-                steps_per_epoch = dp_plan.steps_per_epoch
-
-                def annotate(epoch: int) -> dict[str, float]:
-                    return {"epsilon": dp_plan.unit_epsilon(epoch * steps_per_epoch)}
 
             state = fit_network(
                 network,

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from medpriv.metrics import auroc
 from medpriv.models import MLP, positive_margin
 from medpriv.train import dp_fast
-from medpriv.train.dp_fast import (
+from medpriv.privacy.clipping import (
     clipped_grad_sum,
     make_fast_dp_step,
     supports,

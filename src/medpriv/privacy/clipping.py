@@ -1,4 +1,4 @@
-"""Fast DP-SGD for the MLP family: per-sample clipping without per-sample gradients.
+"""Per-sample clipping for the MLP family without per-sample gradients (the fast engine).
 
 For an `nn.Linear` with inputs A (B x d_in) and G (B x d_out), the gradient of the summed loss
 with respect to its outputs, sample i's weight gradient is the outer product G_i A_iᵀ, so its norm
@@ -8,23 +8,20 @@ gradient norm over all parameters jointly; the clipped sum is then one matmul pe
 (flat clipping, `loss_reduction="mean"`: the noisy sum is divided by the expected batch size).
 
 Networks of Linear, ReLU, Dropout and Identity layers get a hand-written backward (no autograd);
-other parameter-free elementwise activations go through one `torch.autograd.grad` call.
+other parameter-free elementwise activations go through one `torch.autograd.grad` call. Noise and
+the optimizer step live in `medpriv.privacy.step`.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Same shapes as medpriv.train.loop.Step / BatchSampler.
-Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], torch.Tensor]
-BatchSampler = Callable[[int], Iterator[torch.Tensor]]
 Passes = tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]
 
 # Clip factor = C / (norm + CLIP_EPS), capped at 1, as opacus.optimizers.DPOptimizer computes it.
@@ -325,79 +322,3 @@ def clipped_grad_sum(
         summed = [torch.zeros_like(p) for p in plan.params]
         _accumulate(plan, inputs, grads, _clip_factors(norms, max_grad_norm), summed)
     return summed, norms, logits
-
-
-# --- the training step --------------------------------------------------------------------------
-
-
-def _same_params(plan: _Plan, network: nn.Module) -> bool:
-    current = tuple(network.parameters())
-    return len(current) == len(plan.params) and all(
-        a is b for a, b in zip(current, plan.params, strict=True)
-    )
-
-
-class _GradBuffer:
-    """One flat tensor whose views are the parameters' .grad, so the noise is a single draw."""
-
-    def __init__(self, params: Sequence[nn.Parameter]) -> None:
-        self.params = tuple(params)
-        sizes = [p.numel() for p in params]
-        self.flat = torch.empty(sum(sizes), dtype=params[0].dtype, device=params[0].device)
-        self.views = [v.view_as(p) for v, p in zip(self.flat.split(sizes), params, strict=True)]
-
-    def attach(self) -> list[torch.Tensor]:
-        """Make each .grad our view again (e.g. after zero_grad(set_to_none=True))."""
-        for p, view in zip(self.params, self.views, strict=True):
-            if p.grad is not view:
-                p.grad = view
-        return self.views
-
-
-def make_fast_dp_step(
-    *, max_grad_norm: float, noise_multiplier: float, expected_batch_size: float
-) -> Step:
-    """A loop `Step`: clipped sum + noise (torch's global RNG, torch.normal with std =
-    noise_multiplier*max_grad_norm) / expected_batch_size written into p.grad, then
-    optimizer.step(). Returns detached logits.
-
-    An empty batch gives a pure-noise step. The network's layer plan and a flat gradient buffer
-    (the parameters' .grad are views of it) are built on first use and kept while the step is
-    called with the same network object holding the same parameter objects.
-    """
-    _check_clip(max_grad_norm)
-    if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-        raise ValueError(f"noise_multiplier must be >= 0 and finite, got {noise_multiplier}")
-    if not (math.isfinite(expected_batch_size) and expected_batch_size > 0):
-        raise ValueError(f"expected_batch_size must be > 0 and finite, got {expected_batch_size}")
-    std = noise_multiplier * max_grad_norm
-    cached: list = [lambda: None, None, None]  # [weakref to network, plan, buffer]
-
-    def prepared(network: nn.Module) -> tuple[_Plan, _GradBuffer]:
-        if cached[0]() is not network or not _same_params(cached[1], network):
-            plan = _plan(network)
-            cached[:] = [weakref.ref(network), plan, _GradBuffer(plan.params)]
-        return cached[1], cached[2]
-
-    def step(
-        network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-    ) -> torch.Tensor:
-        plan, buffer = prepared(network)
-        _check_batch(x, y)
-        inputs, grads, logits = _passes(plan, x, y)
-        with torch.no_grad():
-            factors = _clip_factors(_norms(plan, inputs, grads), max_grad_norm)
-            views = buffer.attach()
-            if std > 0:
-                buffer.flat.normal_(0.0, std)
-            else:
-                buffer.flat.zero_()
-            _accumulate(plan, inputs, grads, factors, views)
-            buffer.flat.div_(expected_batch_size)
-        optimizer.step()
-        return logits
-
-    return step
-
-
-# --- Poisson sampling ---------------------------------------------------------------------------
