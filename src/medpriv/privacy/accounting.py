@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Sequence
 
 from medpriv.errors import PrivacyError
 
@@ -59,6 +60,22 @@ def epsilon_spent(
     acc.history = [(noise_multiplier, sample_rate, steps)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PRV warns about its own discretization tolerances
+        return float(acc.get_epsilon(delta=delta))
+
+
+def epsilon_for_history(
+    *, accountant: str, history: Sequence[tuple[float, float, int]], delta: float
+) -> float:
+    """ε after a composition of Poisson-subsampled Gaussian mechanisms, each entry
+    (noise multiplier σ, sample rate q, steps), as Opacus's accountants compose their history
+    (e.g. one patient whose records sit at several sites, each with its own q and σ)."""
+    entries = [(float(s), float(q), int(n)) for s, q, n in history if int(n) > 0]
+    if not entries:
+        return 0.0
+    acc = _accountant(accountant)
+    acc.history = entries
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         return float(acc.get_epsilon(delta=delta))
 
 
