@@ -1,4 +1,5 @@
-"""medpriv.train.dp_fast: the same clipped sum as Opacus, every sample clipped, the right noise."""
+"""medpriv.privacy.clipping and .step: the same clipped sum as Opacus, every sample clipped, the
+right noise, Poisson masks with probability q."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from torch.nn import functional as F
 
 from medpriv.metrics import auroc
 from medpriv.models import MLP, positive_margin
-from medpriv.train import dp_fast
+from medpriv.privacy import clipping as dp_fast
 from medpriv.privacy.clipping import (
     clipped_grad_sum,
-    make_fast_dp_step,
     supports,
 )
-from medpriv.train.loop import PoissonBatches, TrainingData, fit_network
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.sampler import PoissonBatches
+from medpriv.privacy.step import make_fast_dp_step
+from medpriv.train.loop import TrainingData, fit_network
 
 
 def _batch(n: int, features: int, *, classes: int = 2, seed: int = 0, scale: float = 3.0):
@@ -156,7 +159,12 @@ def _noise_setup(sigma: float, *, lr: float = 0.0):
     torch.manual_seed(1)
     network = MLP(5, (8,))
     optimizer = torch.optim.SGD(network.parameters(), lr=lr)
-    step = make_fast_dp_step(max_grad_norm=0.7, noise_multiplier=sigma, expected_batch_size=12.5)
+    step = make_fast_dp_step(
+        max_grad_norm=0.7,
+        noise_multiplier=sigma,
+        expected_batch_size=12.5,
+        noise=NoiseSource.fresh(),
+    )
     return network, optimizer, step
 
 
@@ -269,7 +277,9 @@ UNSUPPORTED = {
 def test_unsupported_networks_are_refused(name: str):
     network = UNSUPPORTED[name]()
     assert not supports(network)
-    step = make_fast_dp_step(max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=8)
+    step = make_fast_dp_step(
+        max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=8, noise=NoiseSource.fresh()
+    )
     params = [p for p in network.parameters() if p.requires_grad] or [nn.Parameter(torch.ones(1))]
     x, y = _batch(8, 4)
     with pytest.raises(ValueError, match="does not support"):
@@ -298,7 +308,7 @@ def test_supported_networks():
 )
 def test_bad_settings_raise(kwargs: dict):
     with pytest.raises(ValueError, match="must be"):
-        make_fast_dp_step(**kwargs)
+        make_fast_dp_step(**kwargs, noise=NoiseSource.fresh())
 
 
 def test_bad_shapes_and_clip_raise():
@@ -316,7 +326,7 @@ def test_poisson_batches_include_each_row_with_probability_q():
     torch.manual_seed(0)
     n, q, draws = 50, 0.1, 3000
     counts, sizes = torch.zeros(n), []
-    for idx in PoissonBatches(sample_rate=q, steps_per_epoch=draws)(n):
+    for idx in PoissonBatches(sample_rate=q, steps_per_epoch=draws, noise=NoiseSource.fresh())(n):
         assert idx.dtype == torch.long and (idx.diff() > 0).all()
         assert len(idx) == 0 or (idx.min() >= 0 and idx.max() < n)
         counts[idx] += 1
@@ -328,7 +338,7 @@ def test_poisson_batches_include_each_row_with_probability_q():
     assert abs(size.mean().item() - n * q) < 0.1
     assert abs(size.var().item() / (n * q * (1 - q)) - 1) < 0.1
     with pytest.raises(ValueError):
-        PoissonBatches(sample_rate=0.0, steps_per_epoch=1)
+        PoissonBatches(sample_rate=0.0, steps_per_epoch=1, noise=NoiseSource.fresh())
 
 
 def _toy(n: int, features: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,7 +356,12 @@ def test_fit_network_with_the_fast_step_learns_the_toy_problem():
 
     torch.manual_seed(0)
     network = MLP(6, (16,))
-    step = make_fast_dp_step(max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=q * 2000)
+    step = make_fast_dp_step(
+        max_grad_norm=1.0,
+        noise_multiplier=1.0,
+        expected_batch_size=q * 2000,
+        noise=NoiseSource.fresh(),
+    )
     state = fit_network(
         network,
         torch.optim.Adam(network.parameters(), lr=5e-3),
@@ -354,7 +369,9 @@ def test_fit_network_with_the_fast_step_learns_the_toy_problem():
         epochs=5,
         patience=5,
         seed=0,
-        batches=PoissonBatches(sample_rate=q, steps_per_epoch=round(1 / q)),
+        batches=PoissonBatches(
+            sample_rate=q, steps_per_epoch=round(1 / q), noise=NoiseSource.fresh()
+        ),
         step=step,
     )
     assert len(state.history) >= 1

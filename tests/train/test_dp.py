@@ -21,9 +21,10 @@ from medpriv.privacy.accounting import (
     epsilon_spent,
     group_privacy,
 )
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.sampler import PoissonBatches, require_poisson
 from medpriv.train.base import get_trainer
-from medpriv.train.dp import require_poisson
-from medpriv.train.loop import PoissonBatches, shuffled_batches
+from medpriv.train.loop import shuffled_batches
 from tests.conftest import make_toy_dataset
 
 TRAIN = TrainConfig(epochs=2, batch_size=64, hidden=(16,), dropout=0.0, patience=100, lr=0.01)
@@ -65,7 +66,7 @@ def test_delta_defaults_below_one_over_n_and_larger_delta_is_refused():
 
 
 def test_a_non_poisson_sampler_is_refused():
-    require_poisson(PoissonBatches(sample_rate=0.1, steps_per_epoch=10))
+    require_poisson(PoissonBatches(sample_rate=0.1, steps_per_epoch=10, noise=NoiseSource.fresh()))
     with pytest.raises(PrivacyError, match="not Poisson"):
         require_poisson(shuffled_batches(64))
 
@@ -74,7 +75,7 @@ def test_poisson_batches_include_each_row_with_probability_q():
     import torch
 
     torch.manual_seed(0)
-    sampler = PoissonBatches(sample_rate=0.05, steps_per_epoch=400)
+    sampler = PoissonBatches(sample_rate=0.05, steps_per_epoch=400, noise=NoiseSource.fresh())
     sizes = np.array([len(b) for b in sampler(1000)])
     assert len(sizes) == 400 and abs(sizes.mean() - 50) < 2 and sizes.std() > 3
 

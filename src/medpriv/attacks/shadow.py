@@ -5,13 +5,15 @@ The K networks share one architecture; their parameters are stacked along a lead
 gathers each model's own batch rows, (K, B) indices into the shared pool, so the pool is never
 copied K times. Forward and backward are written by hand (no autograd): the per-sample gradients
 of a Linear layer are outer products, so DP-SGD's per-sample norms come in closed form as in
-`medpriv.train.dp_fast`. torch.optim works elementwise, so one Adam or SGD over the stacked
+`medpriv.privacy.clipping`. torch.optim works elementwise, so one Adam or SGD over the stacked
 tensors is exactly K independent optimizers.
 
 Models with fewer rows than the largest batch get padding rows of weight zero; a padding row
 repeats one of the model's own rows, so rows outside a model's IN set are never read for it.
-All randomness (initialization, permutations, Poisson samples, dropout, noise) comes from one
-torch.Generator seeded by `seed`; torch's global RNG is left alone.
+All randomness (initialization, permutations, Poisson samples, dropout) comes from one
+torch.Generator seeded by `seed`, and the DP noise from the privacy core's reproducible
+`NoiseSource` for the same seed: shadows are the attacker's simulation, so replayable draws are
+what they need; torch's global RNG is left alone.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import torch
 from torch import nn
 
 from medpriv.models import MLP
+from medpriv.privacy.clipping import CLIP_EPS
+from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.calibration import Platt
 
-# Clip factor = C / (norm + CLIP_EPS), capped at 1 (Opacus 1.6, as medpriv.train.dp_fast).
-CLIP_EPS = 1e-6
 # Rows per model and chunk when scoring: bounds the (K, rows, width) activations.
 _SCORE_ROWS = 1 << 17
 OPTIMIZERS = ("adam", "sgd")
@@ -106,6 +108,7 @@ class StackedMLP:
         self.k, self.in_features, self.hidden = k, in_features, tuple(hidden)
         self.dropout = float(dropout)
         self.generator = torch.Generator().manual_seed(seed)
+        self.noise = NoiseSource.reproducible(seed)  # the attacker's simulation: replayable
         self.weights: list[torch.Tensor] = []
         self.biases: list[torch.Tensor] = []
         widths = [in_features, *self.hidden, 2]
@@ -342,11 +345,9 @@ def _step_private(
 ) -> None:
     """DP-SGD: (clipped sum + N(0, (σC)²)) / expected batch size, per model; then the step."""
     x_batch, y_batch, weight, row_sq = batch
-    std = float(recipe.noise_multiplier) * float(recipe.max_grad_norm)
-    if std > 0:
-        buffer.flat.normal_(0.0, std, generator=stacked.generator)
-    else:
-        buffer.flat.zero_()
+    stacked.noise.gaussian_(
+        buffer.flat, float(recipe.noise_multiplier) * float(recipe.max_grad_norm)
+    )
     if x_batch.shape[1] > 0:
         _clipped_grad_sums(
             stacked,

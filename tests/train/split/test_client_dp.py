@@ -1,6 +1,6 @@
-"""DP-SGD on the client's layers of a split network: without noise or clipping it is the plain
-split step; per-sample norms are the true per-sample gradient norms; the trainer states that
-only the client's layers are private."""
+"""Clipping and noise on the client's layers of a split network: without noise or clipping it is
+the plain split step; per-sample norms are the true per-sample gradient norms; the noise comes
+from the privacy core's source; no ε is claimed (the server's layers see raw activations)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from medpriv.config import PrivacyConfig, SplitLearningConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ConfigError, PrivacyError
 from medpriv.models import MLP
+from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.base import get_trainer
 from medpriv.train.split.client import RemotePart, SplitNetwork, cut_mlp, part_widths, split_step
 from medpriv.train.split.private import _passes, make_private_split_step
@@ -49,7 +50,10 @@ def test_without_noise_or_clipping_the_private_step_is_the_plain_step(ushaped):
     private_opt = make_optimizer(list(private.local_parameters()), SPEC)
     split_step(plain, plain_opt, x, y)
     step = make_private_split_step(
-        max_grad_norm=1e9, noise_multiplier=0.0, expected_batch_size=len(x)
+        max_grad_norm=1e9,
+        noise_multiplier=0.0,
+        expected_batch_size=len(x),
+        noise=NoiseSource.fresh(),
     )
     step(private, private_opt, x, y)
     for a, b in zip(plain.local_parameters(), private.local_parameters(), strict=True):
@@ -75,7 +79,21 @@ def test_per_sample_norms_are_the_per_sample_gradient_norms():
         assert float(ours[i]) == pytest.approx(float(expected), rel=1e-4)
 
 
-def test_client_dp_reports_the_client_layers_epsilon_and_a_non_private_model():
+def test_the_noise_comes_from_the_source_it_is_given():
+    x, y = _batch()
+    updates = []
+    for source in (NoiseSource.reproducible(3), NoiseSource.reproducible(3), NoiseSource.fresh()):
+        network = _network(ushaped=True)
+        optimizer = make_optimizer(list(network.local_parameters()), SPEC)
+        make_private_split_step(
+            max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=len(x), noise=source
+        )(network, optimizer, x, y)
+        updates.append(torch.cat([p.detach().reshape(-1) for p in network.local_parameters()]))
+    assert torch.equal(updates[0], updates[1])  # the same replayable source: the same noise
+    assert not torch.equal(updates[0], updates[2])  # a fresh source: noise nobody can replay
+
+
+def test_client_dp_claims_no_epsilon_for_the_client_layers_or_the_model():
     splits = split_by_unit(make_toy_dataset(800), seed=0)
     trainer = get_trainer("split-ushaped", split_learning=SplitLearningConfig(client_dp=True))
     assert trainer.private
@@ -86,11 +104,12 @@ def test_client_dp_reports_the_client_layers_epsilon_and_a_non_private_model():
         seed=0,
     )
     client = model.params["client_layers_privacy"]
-    assert 0 < client["epsilon"] <= 3.0 and client["sampling"] == "poisson"
-    assert "client's layers only" in client["statement"]
+    assert client["epsilon"] is None and client["noise_multiplier"] > 0
+    assert client["noise_calibrated_for_epsilon"] == 3.0
+    assert "no ε is claimed" in client["why_no_epsilon"]
     assert model.privacy.epsilon is None
-    assert "no DP guarantee" in model.privacy.statement()
-    assert all("epsilon" in r and "train_loss" not in r for r in model.history)
+    assert "no ε is claimed" in model.privacy.statement()
+    assert all("epsilon" not in r and "train_loss" not in r for r in model.history)
     assert np.isfinite(model.margin(splits.test)).all()
 
 

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from medpriv.errors import ConfigError, ProtocolError
 from medpriv.models import MLP
+from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.split.protocol import MAX_MESSAGE_BYTES, Envelope, decode, encode
 from medpriv.train.split.transport import Transport
 
@@ -153,11 +154,14 @@ class SplitNetwork(nn.Module):
         gradient_noise: float = 0.0,
         nopeek: float = 0.0,
         keep_rows: int = 0,
+        noise_source: NoiseSource | None = None,
     ) -> None:
         super().__init__()
         self.bottom, self.head = bottom, head
         self.remote = remote
         self.noise, self.gradient_noise, self.nopeek = noise, gradient_noise, nopeek
+        # The defenses' noise (activations, gradients) comes from the privacy core's source.
+        self.noise_source = noise_source or NoiseSource.fresh()
         # The last `keep_rows` gradient rows the server received, with their labels: what an
         # honest-but-curious server holds for the label-leakage attack.
         self.keep_rows = keep_rows
@@ -172,9 +176,21 @@ class SplitNetwork(nn.Module):
         the NoPeek penalty α·dCor(x, activations) the client adds to its loss, or None)."""
         h = self.bottom(x)
         penalty = self.nopeek * distance_correlation(x, h) if self.nopeek > 0 else None
-        if self.noise > 0 and self.training:
-            h = h + self.noise * torch.randn_like(h)
-        return h, penalty
+        return (self.with_activation_noise(h) if self.training else h), penalty
+
+    def with_activation_noise(self, h: torch.Tensor) -> torch.Tensor:
+        """The activations as sent in training: + N(0, noise²) (the Gaussian-noise defense)."""
+        if self.noise <= 0:
+            return h
+        return h + self.noise_source.gaussian(h.shape, self.noise, like=h)
+
+    def with_gradient_noise(self, grad_z: torch.Tensor) -> torch.Tensor:
+        """U-shaped: the gradient rows sent back to the server, + Gaussian noise relative to the
+        batch's mean row norm (the defense against label leakage)."""
+        if self.gradient_noise <= 0:
+            return grad_z
+        scale = self.gradient_noise * float(grad_z.norm(dim=1).mean())
+        return grad_z + self.noise_source.gaussian(grad_z.shape, scale, like=grad_z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -245,11 +261,7 @@ def split_step(
     z = torch.from_numpy(network.remote.forward(sent)).requires_grad_(True)
     logits = network.head(z)
     F.cross_entropy(logits, y).backward()
-    grad_z = z.grad
-    if network.gradient_noise > 0:
-        scale = network.gradient_noise * grad_z.norm(dim=1).mean()
-        grad_z = grad_z + scale * torch.randn_like(grad_z)
-    sent_grad = grad_z.numpy()
+    sent_grad = network.with_gradient_noise(z.grad).numpy()
     network.observe(sent_grad, y.numpy())
     client_backward(network.remote.backward(sent_grad))
     optimizer.step()

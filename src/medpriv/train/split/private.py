@@ -77,10 +77,7 @@ def _passes(
     batch = len(x)
     found: dict[str, object] = {}
 
-    def sent(h: torch.Tensor) -> torch.Tensor:
-        if network.noise > 0:
-            h = h + network.noise * torch.randn_like(h)
-        return h
+    sent = network.with_activation_noise
 
     if not network.ushaped:
 
@@ -97,9 +94,7 @@ def _passes(
         z = torch.from_numpy(network.remote.forward(sent(h).numpy()))
         head_pass = per_sample_pass(head, z, lambda out: _cross_entropy_grad(out, y))
         grad_z = head_pass.grads[0] @ network.head.weight.detach() / batch  # mean-loss rows
-        if network.gradient_noise > 0:
-            scale = network.gradient_noise * grad_z.norm(dim=1).mean()
-            grad_z = grad_z + scale * torch.randn_like(grad_z)
+        grad_z = network.with_gradient_noise(grad_z)
         network.observe(grad_z.numpy(), y.numpy())
         found["head"] = head_pass
         return torch.from_numpy(network.remote.backward(grad_z.numpy())) * batch

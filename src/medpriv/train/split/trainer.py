@@ -162,6 +162,8 @@ class SplitTrainer:
             "weight_decay": config.weight_decay,
         }
         groups, notes = self._clients(splits, seed)
+        reproducible = privacy is not None and privacy.reproducible_noise
+        noise = NoiseSource.for_run(reproducible=reproducible, seed=seed)
         sizes = {name: len(rows) for name, rows in (groups or {"client": data.x_train}).items()}
         remote = RemotePart(connect(self.settings), token=os.environ.get(TOKEN_ENV, ""))
         try:
@@ -179,6 +181,7 @@ class SplitTrainer:
                 gradient_noise=self.settings.gradient_noise if self.ushaped else 0.0,
                 nopeek=self.settings.nopeek,
                 keep_rows=min(len(data.x_train), OBSERVED_ROWS) if self.ushaped else 0,
+                noise_source=noise,
             )
             optimizer = make_optimizer(list(network.local_parameters()), spec)
             meta = {
@@ -211,7 +214,6 @@ class SplitTrainer:
                     saved=saved_mechanism(checkpoint, resume),
                 )
                 self._nominal_epsilon = privacy.target_epsilon
-                noise = NoiseSource.for_run(reproducible=privacy.reproducible_noise, seed=seed)
                 batches = PoissonBatches(
                     sample_rate=dp_plan.sample_rate,
                     steps_per_epoch=dp_plan.steps_per_epoch,
