@@ -157,6 +157,13 @@ def run(
     data_norm: Annotated[
         float | None, typer.Option(help="dp-logreg: public bound on a row's L2 norm")
     ] = None,
+    reproducible_noise: Annotated[
+        bool | None,
+        typer.Option(
+            "--reproducible-noise",
+            help="debugging only: draw DP noise from the run seed; the models carry NO guarantee",
+        ),
+    ] = None,
     unit_policy: Annotated[
         str | None,
         typer.Option(help="several records per unit: one-per-unit (default) or group"),
@@ -262,6 +269,7 @@ def run(
             "allow_over_budget": allow_over_budget,
             "unit_policy": unit_policy,
             "data_norm": data_norm,
+            "reproducible_noise": reproducible_noise,
         },
         "train": {
             "epochs": epochs,

@@ -14,8 +14,8 @@ from medpriv.data.splits import split_by_unit
 from medpriv.errors import ConfigError
 from medpriv.models import MLP
 from medpriv.train.base import get_trainer
-from medpriv.train.engine.mlp import NetworkScorer
 from medpriv.train.calibration import CalibratedScorer, Platt
+from medpriv.train.engine.mlp import NetworkScorer
 from tests.conftest import make_toy_dataset
 
 

@@ -6,6 +6,7 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from medpriv.errors import PrivacyError
 
@@ -77,6 +78,65 @@ def epsilon_for_history(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(acc.get_epsilon(delta=delta))
+
+
+@functools.lru_cache(maxsize=4096)
+def _history_epsilon(
+    accountant: str, history: tuple[tuple[float, float, int], ...], delta: float
+) -> float:
+    return epsilon_for_history(accountant=accountant, history=history, delta=delta)
+
+
+@dataclass
+class Accountant:
+    """One accountant interface (Opacus's `IAccountant` shape): a history of Poisson-subsampled
+    Gaussian steps (σ, q, steps), ε for a δ, and a state that is saved with the weights and
+    checked when loaded."""
+
+    mechanism: str = "prv"
+    history: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in ACCOUNTANTS:
+            raise PrivacyError(
+                f"unknown accountant {self.mechanism!r}; valid: {', '.join(ACCOUNTANTS)}"
+            )
+
+    def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
+        """Record `steps` more steps with (σ, q) (merged with the last entry when equal)."""
+        entry = _checked_entry(noise_multiplier, sample_rate, steps)
+        if self.history and self.history[-1][:2] == entry[:2]:
+            last = self.history[-1]
+            self.history[-1] = (last[0], last[1], last[2] + entry[2])
+        elif entry[2] > 0:
+            self.history.append(entry)
+
+    @property
+    def steps(self) -> int:
+        return sum(n for _, _, n in self.history)
+
+    def get_epsilon(self, delta: float) -> float:
+        return _history_epsilon(self.mechanism, tuple(self.history), float(delta))
+
+    def state_dict(self) -> dict:
+        return {"mechanism": self.mechanism, "history": [list(e) for e in self.history]}
+
+    @classmethod
+    def from_state_dict(cls, state: object) -> Accountant:
+        """The accountant saved by `state_dict`; anything malformed is a PrivacyError."""
+        try:
+            mechanism = str(state["mechanism"])  # type: ignore[index]
+            history = [_checked_entry(*e) for e in state["history"]]  # type: ignore[index]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PrivacyError(f"saved accountant state is malformed: {exc!r}") from None
+        return cls(mechanism, history)
+
+
+def _checked_entry(noise_multiplier: float, sample_rate: float, steps: int) -> tuple:
+    sigma, q, n = float(noise_multiplier), float(sample_rate), int(steps)
+    if not (math.isfinite(sigma) and sigma >= 0 and 0 < q <= 1 and n >= 0 and n == steps):
+        raise PrivacyError(f"invalid accountant entry: σ={sigma}, q={q}, steps={steps}")
+    return sigma, q, n
 
 
 def calibrate_noise(

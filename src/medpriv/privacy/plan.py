@@ -17,6 +17,7 @@ from medpriv.data.dataset import TabularDataset
 from medpriv.data.splits import Splits
 from medpriv.errors import PrivacyError
 from medpriv.privacy.accounting import (
+    Accountant,
     calibrate_noise,
     check_delta,
     default_delta,
@@ -85,6 +86,52 @@ class DPPlan:
             "delta": self.delta,
             "group_size": self.group_size,
         }
+
+
+class RunAccountant:
+    """The accountant of one DP training run: stepped with the plan's (σ, q) after every epoch,
+    saved in every checkpoint, and checked when a run resumes — a checkpoint whose accountant
+    does not match the plan or the epochs run is refused, so ε is never understated."""
+
+    def __init__(self, plan: DPPlan) -> None:
+        self.plan = plan
+        self.accountant = Accountant(plan.accountant)
+
+    def after_epoch(self, epoch: int) -> dict[str, float]:
+        """Charge one epoch's steps; the history fields (ε per unit, steps so far)."""
+        self.accountant.step(
+            noise_multiplier=self.plan.noise_multiplier,
+            sample_rate=self.plan.sample_rate,
+            steps=self.plan.steps_per_epoch,
+        )
+        self.check(epoch)
+        return {"epsilon": self.unit_guarantee()[0], "steps": self.accountant.steps}
+
+    def check(self, epochs: int) -> None:
+        """The history must be exactly `epochs` epochs of the plan's mechanism."""
+        expected = (self.plan.noise_multiplier, self.plan.sample_rate)
+        if self.accountant.mechanism != self.plan.accountant or any(
+            entry[:2] != expected for entry in self.accountant.history
+        ):
+            raise PrivacyError(
+                "the saved accountant does not match this run's mechanism; start fresh"
+            )
+        if self.accountant.steps != epochs * self.plan.steps_per_epoch:
+            raise PrivacyError(
+                f"the saved accountant counts {self.accountant.steps:,} steps for {epochs} "
+                f"epochs of {self.plan.steps_per_epoch:,}; the checkpoint is inconsistent"
+            )
+
+    def unit_guarantee(self) -> tuple[float, float]:
+        """(ε, δ) per privacy unit over the steps taken so far."""
+        record = self.accountant.get_epsilon(self.plan.delta)
+        return group_privacy(record, self.plan.delta, self.plan.group_size)
+
+    def state_dict(self) -> dict:
+        return self.accountant.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accountant = Accountant.from_state_dict(state)
 
 
 @lru_cache(maxsize=4096)

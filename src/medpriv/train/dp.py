@@ -15,6 +15,7 @@ from medpriv.config import DP_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.splits import Splits
 from medpriv.privacy.plan import (
     VALIDATION_CAVEAT,
+    RunAccountant,
     apply_unit_policy,
     check_budget,
     plan_privacy,
@@ -78,6 +79,7 @@ class DPSGDTrainer:
             expected_batch_size=plan.expected_batch_size,
             noise=noise,
         )
+        accountant = RunAccountant(plan)
         sampler = PoissonBatches(
             sample_rate=plan.sample_rate, steps_per_epoch=plan.steps_per_epoch, noise=noise
         )
@@ -96,16 +98,15 @@ class DPSGDTrainer:
                 meta={**run_meta(self.method, pre, config, seed, data), **plan.meta()},
                 on_epoch=on_epoch,
                 record_train_metrics=False,
-                annotate=lambda epoch: {
-                    "epsilon": plan.unit_epsilon(epoch * plan.steps_per_epoch),
-                    "steps": epoch * plan.steps_per_epoch,
-                },
+                annotate=accountant.after_epoch,
+                stateful={"accountant": accountant},
             )
         finally:
             close()
         scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
-        steps = state.epoch * plan.steps_per_epoch
-        epsilon, delta = plan.unit_guarantee(steps)
+        accountant.check(state.epoch)
+        steps = accountant.accountant.steps
+        epsilon, delta = accountant.unit_guarantee()
         spent = PrivacySpent(
             epsilon=epsilon,
             delta=delta,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +25,15 @@ from medpriv.metrics import auroc
 from medpriv.privacy.sampler import BatchSampler
 from medpriv.privacy.step import Step
 from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+class Stateful(Protocol):
+    """Something whose state a checkpoint carries (e.g. the DP accountant)."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 AUROC_TOLERANCE = 0.01
@@ -114,6 +123,7 @@ def fit_network(
     annotate: Callable[[int], dict[str, float]] | None = None,
     record_train_metrics: bool = True,
     end_epoch: Callable[[], None] | None = None,
+    stateful: Mapping[str, Stateful] | None = None,
 ) -> LoopState:
     """Train until `epochs` or early stopping; leaves the best weights loaded.
 
@@ -127,12 +137,14 @@ def fit_network(
     a step, empty ones included. Private trainers pass `record_train_metrics=False`: the loss
     and accuracy on training batches would be released without DP. `end_epoch()` runs after an
     epoch's last batch, before validation (SplitFed averages its clients' layers there).
+    `stateful` objects (e.g. the DP accountant) are saved in every checkpoint's meta and
+    restored on resume; a checkpoint without their state is refused.
     """
-    meta = meta or {}
+    meta, stateful = meta or {}, stateful or {}
     torch.manual_seed(seed)
     state, best = LoopState(), copy.deepcopy(network.state_dict())
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state, best = _restore(checkpoint, network, optimizer, meta)
+        state, best = _restore(checkpoint, network, optimizer, meta, stateful)
     network.train()
     n = len(data.x_train)
     while state.epoch < epochs and not state.stopped_early:
@@ -171,7 +183,7 @@ def fit_network(
         state.bad_epochs = 0 if still_learning else state.bad_epochs + 1
         state.stopped_early = state.bad_epochs >= patience
         if checkpoint is not None:
-            _save(checkpoint, network, optimizer, best, state, meta)
+            _save(checkpoint, network, optimizer, best, state, meta, stateful)
         if on_epoch is not None:
             on_epoch(state.epoch, record)
     network.load_state_dict(best)
@@ -196,6 +208,7 @@ def _save(
     best: dict[str, torch.Tensor],
     state: LoopState,
     meta: dict[str, Any],
+    stateful: Mapping[str, Stateful],
 ) -> None:
     save_checkpoint(
         path,
@@ -205,12 +218,20 @@ def _save(
             "best_network": best,
             "rng": torch.get_rng_state(),
         },
-        meta={**meta, "loop": asdict(state)},
+        meta={
+            **meta,
+            "loop": asdict(state),
+            "stateful": {name: part.state_dict() for name, part in stateful.items()},
+        },
     )
 
 
 def _restore(
-    path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+    path: Path,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    stateful: Mapping[str, Stateful],
 ) -> tuple[LoopState, dict[str, torch.Tensor]]:
     payload, saved = load_checkpoint(path)
     changed = sorted(k for k in meta if saved.get(k) != meta[k])
@@ -225,6 +246,10 @@ def _restore(
         torch.set_rng_state(payload["rng"])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {exc}") from None
+    for name, part in stateful.items():
+        if name not in saved.get("stateful", {}):
+            raise CheckpointError(f"checkpoint {path} holds no {name} state; start fresh")
+        part.load_state_dict(saved["stateful"][name])
     loop = saved["loop"]
     floats = {k: float(loop[k]) for k in ("best_score", "best_loss", "lowest_loss")}
     state = LoopState(**{**loop, **floats})
