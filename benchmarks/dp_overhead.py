@@ -7,8 +7,9 @@ same synthetic data (standard-normal features, linear-logistic label), batch siz
 * opacus_hooks PrivacyEngine.make_private(grad_sample_mode="hooks"), Poisson sampling, a
                DataLoader over a dataset that returns whole batches (`__getitems__`);
 * opacus_ghost the same with grad_sample_mode="ghost" and the criterion make_private returns;
-* ours         Poisson-sampled tensor-indexed batches (torch.rand(n) < q, then nonzero) and
-               medpriv.train.dp_fast.make_fast_dp_step, q = batch / rows;
+* ours         medpriv's own path: a fresh CSPRNG-seeded NoiseSource (seeded inside the timed
+               run), its Poisson sampler (medpriv.privacy.sampler.PoissonBatches) and the fast
+               DP step (medpriv.privacy.step.make_fast_dp_step, secure-mode noise), q = batch/rows;
 
 Every method is warmed up once on a small run, then timed: best of --repeats, taken round-robin
 (model, optimizer and Opacus setup excluded). Prints a table and, as the last line, one JSON object.
@@ -32,7 +33,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medpriv.models import MLP
-from medpriv.privacy.clipping import make_fast_dp_step
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.sampler import PoissonBatches
+from medpriv.privacy.step import make_fast_dp_step
 from medpriv.train.loop import plain_step
 
 HIDDEN = (128, 64)
@@ -109,26 +112,22 @@ def nonprivate(s: Setting) -> Callable[[], None]:
     return train
 
 
-def rand_below(n: int, q: float, device: torch.device) -> torch.Tensor:
-    """Poisson sampling as Opacus's UniformWithReplacementSampler does it."""
-    return (torch.rand(n, device=device) < q).nonzero().squeeze(1)
-
-
-def ours(
-    s: Setting, sample: Callable[[int, float, torch.device], torch.Tensor]
-) -> Callable[[], None]:
+def ours(s: Setting) -> Callable[[], None]:
     model, optimizer = fresh_model(s)
     n, q = len(s.x), s.sample_rate
-    step = make_fast_dp_step(
-        max_grad_norm=s.max_grad_norm,
-        noise_multiplier=s.noise_multiplier,
-        expected_batch_size=q * n,
-    )
 
     def train() -> None:
-        for _ in range(s.epochs * s.steps_per_epoch):
-            idx = sample(n, q, s.x.device)
-            step(model, optimizer, s.x[idx], s.y[idx])
+        noise = NoiseSource.fresh()  # CSPRNG seeding is part of the cost
+        step = make_fast_dp_step(
+            max_grad_norm=s.max_grad_norm,
+            noise_multiplier=s.noise_multiplier,
+            expected_batch_size=q * n,
+            noise=noise,
+        )
+        batches = PoissonBatches(sample_rate=q, steps_per_epoch=s.steps_per_epoch, noise=noise)
+        for _ in range(s.epochs):
+            for idx in batches(n):
+                step(model, optimizer, s.x[idx], s.y[idx])
 
     return train
 
@@ -191,7 +190,7 @@ METHODS: dict[str, Callable[[Setting], Callable[[], None]]] = {
     "nonprivate": nonprivate,
     "opacus_hooks": lambda s: opacus(s, "hooks"),
     "opacus_ghost": lambda s: opacus(s, "ghost"),
-    "ours": lambda s: ours(s, rand_below),
+    "ours": ours,
 }
 
 
