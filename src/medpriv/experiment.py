@@ -133,9 +133,7 @@ def evaluate(
 def planned_epochs(trainer: Any, config: ExperimentConfig) -> int:
     """What a run's progress bar counts: the trainer's own plan (e.g. federated rounds), else the
     resolved epochs; one-shot fits count 1."""
-    if hasattr(trainer, "planned_epochs"):
-        return int(trainer.planned_epochs(config.train))
-    return config.train.resolved(getattr(trainer, "recipe", {})).epochs or 1
+    return int(trainer.planned_epochs(config.train))
 
 
 # Changes allowed on --resume. Runs are named by method, ε and seed, so a changed plan reuses
@@ -200,7 +198,7 @@ def run_experiment(
         m: get_trainer(m, federated=config.federated, split_learning=config.split_learning)
         for m in {parse_method(entry)[0] for entry in config.run.methods}
     }
-    plan = plan_runs(config, {m: getattr(t, "private", False) for m, t in trainers.items()})
+    plan = plan_runs(config, {m: t.private for m, t in trainers.items()})
     paths = paths or RunPaths.new(Path(config.run.out))
     saved, finished = _previous_runs(config, paths) if resume else ({}, {})
     if dataset is None:

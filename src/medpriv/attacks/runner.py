@@ -111,9 +111,7 @@ def train_shadow_outputs(
     if privacy is not None and sigma is not None:
         privacy = replace(privacy, noise_multiplier=float(sigma))
     # Trainers may offer a cheaper copy for shadows (no bookkeeping nobody reads).
-    for_shadows = getattr(trainer, "for_shadows", None)
-    if for_shadows is not None:
-        trainer = for_shadows()
+    trainer = trainer.for_shadows()
     pool_margins, population_margins = [], []
     for index in range(k):
         part = pool.records.subset(np.flatnonzero(in_mask[index]))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import numpy as np
@@ -89,8 +90,19 @@ class TrainedModel:
         return np.logaddexp(0.0, -signed)
 
 
-class Trainer(Protocol):
-    """One per method; `fit` is keyword-only and returns a TrainedModel."""
+class Trainer:
+    """The trainer contract, declared: one subclass per method, registered by name.
+
+    `fit` is keyword-only and returns a TrainedModel. `private` says whether the method takes
+    privacy settings (it then runs once per ε of a sweep); `recipe` holds the method's defaults
+    for TrainConfig fields left unset; `planned_epochs` is what a progress bar counts;
+    `for_shadows` may return a cheaper copy for attack reference models (same training, no
+    bookkeeping nobody reads).
+    """
+
+    method: str = ""
+    private: bool = False
+    recipe: Mapping[str, Any] = MappingProxyType({})
 
     def fit(
         self,
@@ -102,10 +114,17 @@ class Trainer(Protocol):
         checkpoint: Path | None = None,
         resume: bool = False,
         on_epoch: Callable[[int, dict], None] | None = None,
-    ) -> TrainedModel: ...
+    ) -> TrainedModel:
+        raise NotImplementedError
+
+    def planned_epochs(self, config: TrainConfig) -> int:
+        return int(config.resolved(dict(self.recipe)).epochs or 1)
+
+    def for_shadows(self) -> Trainer:
+        return self
 
 
-TRAINERS: Registry[type] = Registry("method")
+TRAINERS: Registry[type[Trainer]] = Registry("method")
 
 
 def _load_builtin_trainers() -> None:

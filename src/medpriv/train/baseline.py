@@ -8,13 +8,13 @@ from pathlib import Path
 from medpriv.config import BASELINE_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.splits import Splits
 from medpriv.privacy.statement import PrivacySpent
-from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.engine.mlp import finish_scorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.loop import EpochCallback, fit_network, shuffled_batches
 
 
 @TRAINERS.register("baseline")
-class BaselineTrainer:
+class BaselineTrainer(Trainer):
     """Non-private MLP; batches by tensor indexing, not a row-by-row DataLoader."""
 
     method = "baseline"

@@ -25,14 +25,14 @@ from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.sampler import PoissonBatches
 from medpriv.privacy.statement import PrivacySpent
 from medpriv.privacy.step import make_dp_step
-from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.checkpoint import saved_mechanism
 from medpriv.train.engine.mlp import finish_scorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.loop import EpochCallback, fit_network
 
 
 @TRAINERS.register("dp-sgd")
-class DPSGDTrainer:
+class DPSGDTrainer(Trainer):
     """DP-SGD on the MLP; privacy unit = the dataset's unit (the patient)."""
 
     method = "dp-sgd"

@@ -16,7 +16,7 @@ from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import Splits
 from medpriv.metrics import auroc
 from medpriv.privacy.statement import PrivacySpent
-from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.calibration import maybe_calibrate
 from medpriv.train.loop import EpochCallback
 
@@ -32,7 +32,7 @@ class LinearScorer:
 
 
 @TRAINERS.register("logreg")
-class LogRegTrainer:
+class LogRegTrainer(Trainer):
     """Fits once (lbfgs); nothing to resume, so `checkpoint`/`resume` are accepted and unused."""
 
     method = "logreg"

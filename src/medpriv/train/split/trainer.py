@@ -23,7 +23,7 @@ from medpriv.privacy.plan import VALIDATION_CAVEAT, DPPlan, apply_unit_policy, p
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.sampler import PoissonBatches
 from medpriv.privacy.statement import PrivacySpent
-from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.checkpoint import saved_mechanism
 from medpriv.train.engine.mlp import finish_scorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.loop import EpochCallback, fit_network, shuffled_batches
@@ -54,7 +54,7 @@ def connect(settings: SplitLearningConfig) -> Transport:
 
 
 @TRAINERS.register("split")
-class SplitTrainer:
+class SplitTrainer(Trainer):
     """Vanilla split learning: one round trip per batch (activations and labels up, the
     gradient at the cut down)."""
 
