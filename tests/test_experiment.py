@@ -219,3 +219,40 @@ def test_cli_federated_methods_fill_results_and_attacks(toy_csv: Path, tmp_path:
         assert {"mia_loss", "audit", "fl_inversion"} <= set(run["attacks"])
         assert run["params"]["partition"] == "iid:6"
     assert "Gradient inversion" in (run_dir / "report.html").read_text()
+
+
+def test_cli_reproducible_noise_is_recorded_and_stated_as_no_guarantee(
+    toy_csv: Path, tmp_path: Path
+):
+    def run(*extra: str) -> dict:
+        out = tmp_path / f"runs{len(extra)}"
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "--data",
+                f"csv:{toy_csv}",
+                "--target",
+                "outcome",
+                "--methods",
+                "dp-sgd",
+                "--epsilons",
+                "2",
+                "--attacks",
+                "none",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+                *extra,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        run_dir = next(out.iterdir())
+        return json.loads((run_dir / "results.json").read_text())["runs"][0]["privacy"]
+
+    plain, replayable = run(), run("--reproducible-noise")
+    assert plain["noise"] == "csprng" and not plain["statement"].startswith("NO GUARANTEE")
+    assert replayable["noise"] == "reproducible"
+    assert replayable["statement"].startswith("NO GUARANTEE")
