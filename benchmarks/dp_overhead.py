@@ -10,6 +10,8 @@ same synthetic data (standard-normal features, linear-logistic label), batch siz
 * ours         medpriv's own path: a fresh CSPRNG-seeded NoiseSource (seeded inside the timed
                run), its Poisson sampler (medpriv.privacy.sampler.PoissonBatches) and the fast
                DP step (medpriv.privacy.step.make_fast_dp_step, secure-mode noise), q = batch/rows;
+* ours_single_draw  the same with one Gaussian draw per coordinate (a reproducible source, no
+               guarantee): the difference is the cost of the secure-mode draw;
 
 Every method is warmed up once on a small run, then timed: best of --repeats, taken round-robin
 (model, optimizer and Opacus setup excluded). Prints a table and, as the last line, one JSON object.
@@ -112,12 +114,15 @@ def nonprivate(s: Setting) -> Callable[[], None]:
     return train
 
 
-def ours(s: Setting) -> Callable[[], None]:
+def ours(s: Setting, *, secure: bool = True) -> Callable[[], None]:
+    """medpriv's path; `secure=False` swaps in a reproducible source (one draw per coordinate
+    instead of the secure-mode four), to show what the floating-point defense costs."""
     model, optimizer = fresh_model(s)
     n, q = len(s.x), s.sample_rate
 
     def train() -> None:
-        noise = NoiseSource.fresh()  # CSPRNG seeding is part of the cost
+        # CSPRNG seeding is part of the cost
+        noise = NoiseSource.fresh() if secure else NoiseSource.reproducible(s.seed)
         step = make_fast_dp_step(
             max_grad_norm=s.max_grad_norm,
             noise_multiplier=s.noise_multiplier,
@@ -191,6 +196,7 @@ METHODS: dict[str, Callable[[Setting], Callable[[], None]]] = {
     "opacus_hooks": lambda s: opacus(s, "hooks"),
     "opacus_ghost": lambda s: opacus(s, "ghost"),
     "ours": ours,
+    "ours_single_draw": lambda s: ours(s, secure=False),
 }
 
 
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "opacus_ghost_s": round(seconds["opacus_ghost"], 4),
         "ours_s": round(seconds["ours"], 4),
         "ours_over_nonprivate": round(seconds["ours"] / base, 3),
+        "ours_single_draw_over_nonprivate": round(seconds["ours_single_draw"] / base, 3),
         "opacus_ghost_over_nonprivate": round(seconds["opacus_ghost"] / base, 3),
         "opacus_hooks_over_nonprivate": round(seconds["opacus_hooks"] / base, 3),
         "rows": args.rows,
