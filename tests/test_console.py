@@ -48,3 +48,34 @@ def test_summary_averages_seeds(capsys: pytest.CaptureFixture[str]):
     print_summary({"dataset": {"name": "toy"}, "runs": runs})
     out, _ = capsys.readouterr()
     assert "mean ± SD over 3 seeds" in out and "0.833±0.058" in out
+
+
+def test_summary_shows_the_largest_epsilon_over_seeds(capsys: pytest.CaptureFixture[str]):
+    runs = [_run(f"dp-sgd eps=1 seed={s}", eps, 0.1, True) for s, eps in enumerate((0.9, 1.4))]
+    print_summary({"dataset": {"name": "toy"}, "runs": runs})
+    out, err = capsys.readouterr()
+    assert "ε: the largest over seeds" in out and "1.4" in out and "1.15" not in out
+    assert "NO PRIVACY GUARANTEE" not in err
+
+
+def test_summary_says_a_model_with_reproducible_noise_has_no_guarantee(
+    capsys: pytest.CaptureFixture[str],
+):
+    replayable = _run("dp-logreg eps=1 seed=0", 1.0, 0.1, True)
+    replayable["privacy"]["noise"] = "reproducible"
+    fresh = _run("dp-sgd eps=1 seed=0", 1.0, 0.1, True)
+    fresh["privacy"]["noise"] = "csprng"
+    print_summary({"dataset": {"name": "toy"}, "runs": [replayable, fresh]})
+    out, err = capsys.readouterr()
+    assert "NO PRIVACY GUARANTEE: dp-logreg eps=1: trained with reproducible noise" in err
+    assert "dp-sgd" not in err and "NO GUARANTEE" in out
+
+
+def test_the_cohort_card_says_its_counts_are_not_protected(capsys: pytest.CaptureFixture[str]):
+    from medpriv.console import print_cohort
+    from tests.conftest import make_toy_dataset
+
+    print_cohort(make_toy_dataset(50))
+    _, err = capsys.readouterr()
+    assert "600" not in err and "50 records" in err
+    assert "exact counts are computed from every record without noise" in err

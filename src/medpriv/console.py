@@ -12,6 +12,10 @@ from rich.table import Table
 from medpriv.data.dataset import TabularDataset
 
 PIPED_WIDTH = 150  # rich would wrap tables at 80 columns when output is not a terminal (logs, CI)
+# Said wherever the dataset card's counts are shown (the report says the same).
+CARD_UNPROTECTED = (
+    "These exact counts are computed from every record without noise: no model's ε covers them."
+)
 
 
 def _console(*, stderr: bool) -> Console:
@@ -36,6 +40,7 @@ def print_cohort(dataset: TabularDataset) -> None:
     )
     for note in dataset.notes:
         console.print(f"  note: {note}", style="yellow" if note.startswith("WARNING") else None)
+    console.print(f"  {CARD_UNPROTECTED}", style="dim")
 
 
 class ConsoleListener:
@@ -108,14 +113,16 @@ class ConsoleListener:
 
 
 def print_summary(document: dict[str, Any], paths: Any = None) -> None:
-    """The report's headline on the terminal: one row per method and ε (mean ± SD over seeds)."""
+    """The report's headline on the terminal: one row per method and ε (mean ± SD over seeds;
+    ε the largest over seeds), and a red line for every model without a guarantee."""
     from medpriv.report import summary
 
     stdout = _console(stderr=False)
     rows = summary.headline(document["runs"])
     seeds = max((len(r.runs) for r in rows), default=1)
     title = f"medpriv results — {document['dataset']['name']}"
-    table = Table(title=title + (f" (mean ± SD over {seeds} seeds)" if seeds > 1 else ""))
+    spread = f" (mean ± SD over {seeds} seeds; ε: the largest over seeds)" if seeds > 1 else ""
+    table = Table(title=title + spread)
     columns = summary.visible_columns(rows)
     table.add_column("method")
     for column in columns:
@@ -128,6 +135,8 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
             *(summary.cell_text(row, c, none="not private", ci_sep="\n", pm="±") for c in columns),
         )
     stdout.print(table)
+    for note in summary.no_guarantee_notes(rows):
+        _console(stderr=True).print(f"NO PRIVACY GUARANTEE: {note}", style="bold red")
     for run in document["runs"]:
         audit = (run.get("attacks") or {}).get("audit") or {}
         if audit.get("consistent") is False:

@@ -30,6 +30,10 @@ class PrivacySpent:
     public: tuple[str, ...] = field(default=())
     trusts: tuple[str, ...] = field(default=())
     unprotected: tuple[str, ...] = field(default=())
+    # Which neighbouring datasets ε is about: None (the default) = adding or removing one unit's
+    # data; "replace" = replacing one unit's data with another's (n public; e.g. objective
+    # perturbation, whose proof compares datasets of the same size).
+    adjacency: str | None = None
 
     @property
     def guaranteed(self) -> bool:
@@ -47,6 +51,8 @@ class PrivacySpent:
             return text + (" Note: " + "; ".join(self.caveats) + "." if self.caveats else "")
         delta = f", δ = {self.delta:.2g}" if self.delta else " (pure ε-DP)"
         text = f"ε = {self.epsilon:.3g}{delta} per {self.unit}"
+        if self.adjacency == "replace":
+            text += f" (replacing one {self.unit}'s data with another's)"
         if self.accountant:
             text += f" ({self.accountant.upper()} accountant)"
         if self.mechanism:

@@ -1,5 +1,6 @@
 """The privacy–utility frontier: test AUROC against ε and against LiRA's TPR at 0.1% FPR, one
-point per method and ε (mean over seeds, bars = SD), faint dots for the single runs."""
+point per method and ε (AUROC and TPR: mean over seeds, bars = SD; ε: the largest over seeds,
+the headline's), faint dots for the single runs."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def _points(row: Row, key: str) -> list[tuple[float, float]]:
     return out
 
 
+def _row_label(row: Row) -> str:
+    return _label(row.label, 32) + (" (NO GUARANTEE)" if row.no_guarantee else "")
+
+
 def _draw(ax: Axes, row: Row, key: str, color: object) -> bool:
     """One row on one panel; False when the row lacks the x value."""
     points = _points(row, key)
@@ -36,16 +41,17 @@ def _draw(ax: Axes, row: Row, key: str, color: object) -> bool:
     yerr = y.sd
     if yerr is None and (ci := row.auroc_ci) is not None:
         yerr = [[max(y.mean - ci[0], 0.0)], [max(ci[1] - y.mean, 0.0)]]
+    headline_eps = key == "epsilon"
     ax.errorbar(
-        [x.mean],
+        [x.max if headline_eps else x.mean],
         [y.mean],
-        xerr=x.sd,
+        xerr=None if headline_eps else x.sd,
         yerr=yerr,
         fmt="o",
         ms=7,
         capsize=3,
         color=color,
-        label=_label(row.label, 32),
+        label=_row_label(row),
     )
     return True
 
@@ -64,7 +70,7 @@ def frontier(rows: Sequence[Row]) -> Figure | None:
         if not row.private:
             by_eps.axhline(row.stats["auroc"].mean, ls=":", lw=1.4, color=color)
     if private:
-        epsilons = sorted({r.stats["epsilon"].mean for r, _ in private})
+        epsilons = sorted({r.epsilon for r, _ in private})
         if epsilons[0] > 0 and epsilons[-1] / epsilons[0] >= 4:
             by_eps.set_xscale("log")
             by_eps.xaxis.set_minor_formatter(NullFormatter())
@@ -104,7 +110,7 @@ def frontier(rows: Sequence[Row]) -> Figure | None:
                 handles[label] = handle
                 labels.append(label)
     for row, color in zip(rows, colors, strict=True):  # rows drawn only as lines
-        label = _label(row.label, 32)
+        label = _row_label(row)
         if label not in handles:
             (line,) = by_eps.plot([], [], ls=":", color=color)
             handles[label] = line

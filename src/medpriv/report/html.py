@@ -68,6 +68,8 @@ td.good { color: var(--ok); }
 .tag.bad { background: var(--bad); color: #fff; font-weight: 700; }
 ul.statements { padding-left: 20px; margin: 6px 0; }
 ul.statements li { margin: 4px 0; }
+ul.statements ul.details { margin: 2px 0 0; padding-left: 18px; font-size: 13.5px; }
+ul.statements ul.details li { margin: 1px 0; }
 .alert { border-radius: 8px; padding: 14px 18px; margin: 18px 0 0; }
 .alert-danger { background: var(--bad-bg); border: 2px solid var(--bad); color: var(--bad); }
 .alert-danger strong.head { display: block; font-size: 16.5px; margin-bottom: 4px; }
@@ -232,7 +234,8 @@ def _headline_section(rows: list[summary.Row]) -> str:
         '<span class="best-key">bold blue</span>: higher AUROC, AUPRC and accuracy; lower '
         "membership-attack success (MIA AUC: loss-threshold attack, 0.5 = chance; LiRA: share of "
         "members found at a 0.1% false-positive rate), audit lower bound and training time. ε "
-        "is per privacy unit; “none” = no formal guarantee.</p></section>"
+        "is per privacy unit and the largest over the seeds (the weakest guarantee among them); "
+        "“none” = no formal guarantee.</p></section>"
     )
 
 
@@ -272,7 +275,7 @@ def _dataset_section(dataset: dict, config: dict) -> str:
     html = [
         '<section id="dataset"><h2>Dataset card</h2>'
         f'<p class="muted">Source: {_e(_source(config))}. Aggregates only — no patient row '
-        "appears in this report.</p>"
+        f"appears in this report. {_e(summary.CARD_UNPROTECTED)}</p>"
         '<div class="cards">'
     ]
     html += [
@@ -472,31 +475,43 @@ def _statement(privacy: dict) -> str:
 
 
 def _privacy_section(runs: list[dict], rows: list[summary.Row]) -> str:
-    """Per method and ε: what is protected in plain words, then the technical statement."""
+    """Per method and ε: what its weakest seed protects in plain words, every caveat, what is
+    treated as public, whom it trusts and what it leaves unprotected (over all of its seeds),
+    then the technical statement."""
     failed = {run_name for run_name, *_ in _inconsistent_audits(runs)}
     items = []
     for row in rows:
-        first = row.runs[0]
-        privacy = _dict(first.get("privacy"))
+        run = row.statement_run
+        privacy = _dict(run.get("privacy"))
         eps = _epsilon(privacy)
         tag = (
             f'<span class="tag dp">ε = {eps}</span>'
             if eps is not None
             else '<span class="tag">not private</span>'
         )
+        if row.no_guarantee:
+            tag += ' <span class="tag bad">NO GUARANTEE</span>'
         flag = (
             ' <span class="tag bad">audit failed</span>'
             if any(_name(r, 0) in failed for r in row.runs)
             else ""
         )
+        details = "".join(
+            f"<li><strong>{_e(title)}:</strong> {_e(sentence)}.</li>"
+            for title, sentences in summary.statement_details(row)
+            for sentence in sentences
+        )
+        technical = (
+            f'<details><summary>Technical statement</summary><span class="muted">'
+            f"{_e(_statement(privacy))}</span></details>"
+            if eps is not None or privacy.get("caveats")
+            else ""
+        )
         items.append(
             f"<li>{tag} <strong>{_e(row.label)}</strong>{flag}: "
-            f"{_e(summary.plain_statement(first))}"
-            + (
-                f'<br><span class="muted">{_e(_statement(privacy))}</span>'
-                if eps is not None or privacy.get("caveats")
-                else ""
-            )
+            f"{_e(summary.plain_statement(run))}"
+            + (f'<ul class="details">{details}</ul>' if details else "")
+            + technical
             + "</li>"
         )
     return (
@@ -504,9 +519,11 @@ def _privacy_section(runs: list[dict], rows: list[summary.Row]) -> str:
         + "".join(items)
         + '</ul><p class="note">ε bounds how much any one privacy unit can change what the model '
         "reveals (smaller is stronger; ε ≤ 1 is strong, ε ≈ 8 is weak but still bounded); δ is "
-        "the small probability the bound fails and is kept below 1/(number of units). The "
-        "accountant composes the training steps; Poisson sampling is what the accounting "
-        "assumes. Attack numbers measure leakage; only ε is a guarantee.</p></section>"
+        "the small probability the bound fails and is kept below 1/(number of units). With "
+        "several seeds the statement is the one with the largest ε. The accountant composes "
+        "the training steps; Poisson sampling is what the accounting assumes. Attack numbers "
+        "measure leakage; only ε is a guarantee, and an audit that does not contradict it does "
+        "not confirm it.</p></section>"
     )
 
 
@@ -516,7 +533,7 @@ _METRIC_TITLES = {
     "advantage": "advantage",
     "epsilon_lower_bound": "ε lower bound",
     "confidence": "confidence",
-    "consistent": "consistent",
+    "consistent": "verdict",
     "accuracy_b1": "reconstructed, 1 record",
     "baseline_b1": "baseline",
     "accuracy_dp_b1": "with DP",
@@ -557,8 +574,8 @@ def _metric_cell(result: dict, key: str) -> tuple[str, str]:
         value = _dict(result.get("tpr_at_fpr")).get(key.split(":", 1)[1])
     else:
         value = result.get(key)
-    if key == "consistent" and isinstance(value, bool):
-        return ("yes", "good") if value else ("NO", "bad")
+    if key == "consistent" and isinstance(value, bool):  # never "confirmed": little power
+        return ("not contradicted", "") if value else ("CONTRADICTED", "bad")
     if isinstance(value, bool) or (value is not None and number(value) is None):
         return _e(value), ""
     if key == "confidence":
@@ -574,6 +591,20 @@ def _inconsistent_audits(runs: list[dict]) -> list[tuple[str, str, dict, dict]]:
         for attack, result in _dict(run.get("attacks")).items()
         if _dict(result).get("consistent") is False
     ]
+
+
+def _no_guarantee_banner(rows: list[summary.Row]) -> str:
+    """A red banner for every method and ε trained with replayable noise."""
+    notes = summary.no_guarantee_notes(rows)
+    if not notes:
+        return ""
+    items = "".join(f"<li>{_e(note)}</li>" for note in notes)
+    return (
+        '<div class="alert alert-danger" id="no-guarantee" role="alert"><strong class="head">'
+        "⚠ No privacy guarantee: reproducible noise</strong>Whatever ε these models show, "
+        f"their noise can be regenerated from the run seed; do not release them.<ul>{items}</ul>"
+        "</div>"
+    )
 
 
 def _audit_warning(runs: list[dict]) -> str:
@@ -667,7 +698,9 @@ def _attacks_section(runs: list[dict]) -> str:
         '<section id="attacks"><h2>Attacks</h2>'
         + tables
         + '<p class="note">Membership-inference AUC near 0.5 and advantage near 0 mean little '
-        "measurable leakage; an audit's ε lower bound must not exceed the claimed ε.</p>"
+        "measurable leakage; an audit's ε lower bound must not exceed the claimed ε. An audit "
+        "whose bound stays below ε has not contradicted the claim, which is all it shows: "
+        f"{_e(summary.AUDIT_POWER)}.</p>"
         "</section>"
     )
 
@@ -839,7 +872,8 @@ def render_report(results: dict) -> str:
     if runs:
         rows = summary.headline(runs)
         body = (
-            _audit_warning(runs)
+            _no_guarantee_banner(rows)
+            + _audit_warning(runs)
             + _warnings_section(results)
             + _headline_section(rows)
             + _frontier_section(rows)

@@ -38,8 +38,9 @@ def _headline(runs: list[dict]) -> list[str]:
         "",
         *_table(["Method"] + [c.title for c in columns], body),
         "",
-        f"Test split, {spread}; best per column in bold. ε is per privacy unit; "
-        "“none” = no formal guarantee.",
+        f"Test split, {spread}; best per column in bold. ε is per privacy unit and the "
+        "largest over the seeds (the weakest guarantee among them); “none” = no formal "
+        "guarantee.",
         "",
     ]
 
@@ -65,6 +66,7 @@ def _dataset(document: dict) -> list[str]:
             "- records per site: "
             + ", ".join(f"{k} {v:,.0f}" if v is not None else str(k) for k, v in counts.items())
         )
+    lines += ["", summary.CARD_UNPROTECTED]
     flow = [s for s in d.get("cohort_flow") or [] if isinstance(s, dict)]
     if flow:
         lines += ["", "Cohort flow:", ""]
@@ -75,6 +77,17 @@ def _dataset(document: dict) -> list[str]:
                 for s in flow
             ],
         )
+    return [*lines, ""]
+
+
+def _statements(rows: list[summary.Row]) -> list[str]:
+    """Per method and ε: the plain statement of its weakest seed, then every caveat, what is
+    treated as public, whom it trusts and what it does not protect, over all of its seeds."""
+    lines = ["## Privacy statements", ""]
+    for row in rows:
+        lines.append(f"- **{row.label}**: {summary.plain_statement(row.statement_run)}")
+        for title, sentences in summary.statement_details(row):
+            lines += [f"  - {title}: {sentence}." for sentence in sentences]
     return [*lines, ""]
 
 
@@ -89,15 +102,15 @@ def render_markdown(document: dict) -> str:
         "Figures are in report.html beside this file. Aggregates only.",
         "",
     ]
+    rows = summary.headline(runs) if runs else []
+    for note in summary.no_guarantee_notes(rows):
+        lines += [f"> **NO PRIVACY GUARANTEE** — {note}", ""]
     warnings = summary.warnings(document)
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
     if runs:
         lines += _headline(runs)
-        lines += ["## Privacy statements", ""]
-        for row in summary.headline(runs):
-            lines.append(f"- **{row.label}**: {summary.plain_statement(row.runs[0])}")
-        lines.append("")
+        lines += _statements(rows)
     else:
         lines += ["No runs in this results document yet.", ""]
     lines += _dataset(document)

@@ -1,6 +1,8 @@
 """What a reader decides on, computed once from a results document for the HTML and Markdown
-reports: the headline table (one row per method and ε, mean ± SD over seeds), plain-language
-privacy statements and warnings. Standard library only; aggregates only.
+reports and the console: the headline table (one row per method and ε; utility mean ± SD over
+seeds, ε the LARGEST over seeds — the guarantee a reader may rely on is the weakest one),
+plain-language privacy statements with every caveat of every seed, and warnings. Standard
+library only; aggregates only.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ def _path(run: dict, *keys: str) -> float | None:
 
 @dataclass(frozen=True)
 class Stat:
-    """A column over a group's seeds: mean, SD (None for one value) and count."""
+    """A column over a group's seeds: mean, SD (None for one value), count and largest value."""
 
     mean: float | None
     sd: float | None = None
     n: int = 0
+    max: float | None = None
 
     @classmethod
     def of(cls, values: list[float | None]) -> Stat:
@@ -42,7 +45,7 @@ class Stat:
         if not present:
             return cls(None)
         sd = statistics.stdev(present) if len(present) > 1 else None
-        return cls(statistics.fmean(present), sd, len(present))
+        return cls(statistics.fmean(present), sd, len(present), max(present))
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,26 @@ class Row:
     stats: dict[str, Stat]
 
     @property
+    def epsilon(self) -> float | None:
+        """The headline ε: the largest over the seeds (None when no run is private)."""
+        return self.stats["epsilon"].max
+
+    @property
     def private(self) -> bool:
-        return self.stats["epsilon"].mean is not None
+        return self.epsilon is not None
+
+    @property
+    def statement_run(self) -> dict:
+        """The run whose guarantee is the weakest (largest ε): its statement is the row's."""
+        private = [r for r in self.runs if _path(r, "privacy", "epsilon") is not None]
+        if not private:
+            return self.runs[0]
+        return max(private, key=lambda r: _path(r, "privacy", "epsilon"))
+
+    @property
+    def no_guarantee(self) -> bool:
+        """Some seed was trained with replayable noise: the row carries no guarantee."""
+        return any(reproducible_noise(r) for r in self.runs)
 
     @property
     def auroc_ci(self) -> tuple[float, float] | None:
@@ -155,11 +176,15 @@ def visible_columns(rows: list[Row]) -> list[Column]:
 def cell_text(
     row: Row, column: Column, *, none: str = "none", ci_sep: str = " ", pm: str = " ± "
 ) -> str:
-    """A headline cell as text: ε `none` for no guarantee (and no SD: ε is what was asked
-    for), AUROC with its CI for one seed, mean ± SD over seeds otherwise."""
+    """A headline cell as text: ε `none` for no guarantee, else the largest ε over the seeds
+    (marked when replayable noise voids it), AUROC with its CI for one seed, mean ± SD over
+    seeds otherwise."""
     stat = row.stats[column.key]
     if column.key == "epsilon":
-        return none if stat.mean is None else format(stat.mean, column.spec)
+        if row.epsilon is None:
+            return none
+        text = format(row.epsilon, column.spec)
+        return f"{text} (NO GUARANTEE)" if row.no_guarantee else text
     if column.key == "auroc" and stat.mean is not None and (ci := row.auroc_ci) is not None:
         return f"{stat.mean:.3f}{ci_sep}({ci[0]:.3f}–{ci[1]:.3f})"
     if column.key == "bytes":
@@ -188,9 +213,82 @@ def format_bytes(value: float | None) -> str:
 # ---------------------------------------------------------------- privacy statements
 
 
+REPRODUCIBLE_NOISE = "reproducible"
+NO_GUARANTEE = (
+    "trained with reproducible noise (--reproducible-noise): anyone who knows the run seed can "
+    "regenerate its noise, so it carries NO differential-privacy guarantee whatever ε it shows "
+    "(for debugging and tests only)"
+)
+CARD_UNPROTECTED = (
+    "The exact counts on this card are computed from every record without noise: no model's ε "
+    "covers them."
+)
+AUDIT_POWER = (
+    "an audit with few canaries has little power, so this does not confirm the claim; it only "
+    "fails to refute it"
+)
+# What a statement says beyond ε, in the order a reader needs it (results.json privacy keys).
+DETAIL_KEYS = (
+    ("caveats", "Caveat"),
+    ("public", "Treated as public"),
+    ("trusts", "Trusts"),
+    ("unprotected", "Not protected"),
+)
+
+
+def reproducible_noise(run: dict) -> bool:
+    """Whether the run's noise can be replayed from its seed (no guarantee)."""
+    return _dict(run.get("privacy")).get("noise") == REPRODUCIBLE_NOISE
+
+
+def no_guarantee_notes(rows: list[Row]) -> list[str]:
+    """One line per method and ε trained with replayable noise."""
+    return [f"{row.label}: {NO_GUARANTEE}." for row in rows if row.no_guarantee]
+
+
+def statement_details(row: Row) -> list[tuple[str, list[str]]]:
+    """(title, sentences) for caveats, what is treated as public, whom the guarantee trusts and
+    what it does not protect: the union over every seed of the row, in first-seen order."""
+    out = []
+    for key, title in DETAIL_KEYS:
+        seen: dict[str, None] = {}
+        for run in row.runs:
+            items = _dict(run.get("privacy")).get(key) or []
+            if isinstance(items, str):
+                items = [items]
+            for item in items:
+                if item not in (None, ""):
+                    seen[str(item).strip().rstrip(".")] = None
+        if seen:
+            out.append((title, list(seen)))
+    return out
+
+
+def audit_verdict(run: dict) -> str | None:
+    """The audit in words that never over-claim: 'not contradicted' (an audit with little power
+    cannot confirm ε), or CONTRADICTS when its lower bound exceeds the claim."""
+    audit = _dict(_dict(run.get("attacks")).get("audit"))
+    bound = number(audit.get("epsilon_lower_bound"))
+    if bound is None:
+        return None
+    conf = number(audit.get("confidence"))
+    at = f" at {conf:.0%} confidence" if conf is not None else ""
+    if audit.get("consistent") is False:
+        return (
+            f"An empirical audit bounds ε below by {bound:.2f}{at}: this CONTRADICTS the claim — "
+            "do not rely on this model's ε."
+        )
+    power = number(audit.get("power"))
+    power_text = f" (its power: {power:.0%})" if power is not None else ""
+    return (
+        f"An empirical audit bounds ε below by {bound:.2f}{at}: the claim is not "
+        f"contradicted{power_text}; {AUDIT_POWER}."
+    )
+
+
 def plain_statement(run: dict) -> str:
     """What the model protects, in words a privacy officer can sign off."""
-    privacy, attacks = _dict(run.get("privacy")), _dict(run.get("attacks"))
+    privacy = _dict(run.get("privacy"))
     eps, delta = number(privacy.get("epsilon")), number(privacy.get("delta"))
     if eps is None:
         measured = []
@@ -210,8 +308,13 @@ def plain_statement(run: dict) -> str:
     whole = " (all of its records together)" if privacy.get("level") not in (None, "sample") else ""
     factor = math.exp(eps)
     factor_text = f"{factor:,.0f}" if factor >= 100 else f"{factor:.3g}"
+    change = (
+        f"replacing any one {unit}'s data with another's"
+        if privacy.get("adjacency") == "replace"
+        else f"adding or removing any one {unit}'s data"
+    )
     text = (
-        f"Protects each {unit}{whole}: adding or removing any one {unit}'s data changes the "
+        f"Protects each {unit}{whole}: {change} changes the "
         f"probability of any outcome of training by at most a factor e^ε = {factor_text} "
         f"(ε = {eps:.3g})"
     )
@@ -235,13 +338,10 @@ def plain_statement(run: dict) -> str:
         how.insert(0, str(privacy["mechanism"]))
     if how:
         text += " How: " + ", ".join(how) + "."
-    if (bound := _path(run, "attacks", "audit", "epsilon_lower_bound")) is not None:
-        verdict = (
-            "consistent with the claim"
-            if _dict(attacks.get("audit")).get("consistent") is not False
-            else "CONTRADICTS the claim"
-        )
-        text += f" An empirical audit bounds ε below by {bound:.2f} ({verdict})."
+    if (verdict := audit_verdict(run)) is not None:
+        text += " " + verdict
+    if reproducible_noise(run):
+        text = f"NO GUARANTEE — {NO_GUARANTEE}. Were the noise fresh: {text}"
     return text
 
 
