@@ -192,7 +192,8 @@ class PrivacyConfig:
     `target_epsilon` calibrates the noise for the planned epochs unless `noise_multiplier` is
     given; `delta` defaults to a power of ten below 1/(10 n_units); `unit_policy` says how
     several records per privacy unit are handled: keep one per unit, or group privacy.
-    `data_norm` bounds each design row's L2 norm for `dp-logreg` (rows are clipped to it;
+    `data_norm` bounds each design row's L2 norm for `dp-logreg`, its constant (intercept)
+    column included (rows are clipped to it;
     default `DEFAULT_DATA_NORM`, a constant fixed in advance, never computed from the data).
     `reproducible_noise` draws the noise and Poisson masks from the run seed instead of the OS
     CSPRNG: for debugging and tests only; such a model carries no guarantee and says so.
