@@ -155,7 +155,8 @@ def run(
         bool | None, typer.Option("--allow-over-budget", help="train past --budget anyway")
     ] = None,
     data_norm: Annotated[
-        float | None, typer.Option(help="dp-logreg: public bound on a row's L2 norm (constant column included)")
+        float | None,
+        typer.Option(help="dp-logreg: public bound on a row's L2 norm (constant column included)"),
     ] = None,
     reproducible_noise: Annotated[
         bool | None,
