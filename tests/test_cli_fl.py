@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from medpriv.cli import app
@@ -30,7 +32,42 @@ def test_supernode_dry_run_prints_the_flower_command():
     line = result.output.strip().splitlines()[-1]
     assert "flower-supernode --insecure --superlink 10.0.0.5:9092" in line
     assert "--port 9101" in line
-    assert """'data="csv:/data/north.csv" target="outcome" site="north"'""" in line
+    assert """'data="csv:/data/north.csv" target="outcome" site="north" """ in line
+    # Every node keeps its privacy ledger across runs (default: in its FLWR_HOME).
+    ledger = (Path(".flwr") / "supernode-north" / "privacy-ledger.json").resolve()
+    assert f'privacy-ledger="{ledger}"' in line and "max-epsilon" not in line
+
+
+def test_supernode_privacy_policy_goes_into_its_own_node_config(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "fl",
+            "supernode",
+            "--data",
+            "synthetic",
+            "--site",
+            "MICU",
+            "--max-epsilon",
+            "4",
+            "--min-noise-multiplier",
+            "0.8",
+            "--max-grad-norm",
+            "1.5",
+            "--privacy-ledger",
+            str(tmp_path / "ledger.json"),
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "max-epsilon=4.0 min-noise-multiplier=0.8 max-grad-norm=1.5" in line
+    assert f'privacy-ledger="{tmp_path / "ledger.json"}"' in line
+    assert "reproducible-noise" not in line
+    bad = CliRunner().invoke(
+        app, ["fl", "supernode", "--data", "synthetic", "--max-epsilon", "-1", "--dry-run"]
+    )
+    assert bad.exit_code == 2 and "max-epsilon must be > 0" in bad.output
 
 
 def test_superlink_dry_run_disables_dependency_installation():

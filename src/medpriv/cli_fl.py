@@ -49,6 +49,12 @@ def _print_rounds(history: Path) -> None:
     if not history.exists():
         return
     for record in json.loads(history.read_text()):
+        if record.get("clients") is None:  # client-level DP: who took part is withheld
+            typer.echo(
+                f"round {record['round']:>3}: participants withheld, val AUROC "
+                f"{record['val_auroc']:.4f}"
+            )
+            continue
         dropped = ", ".join(f"{k} ({v})" for k, v in record["dropped"].items()) or "none"
         typer.echo(
             f"round {record['round']:>3}: {record['clients']} clients, val AUROC "
@@ -134,12 +140,47 @@ def supernode(
     site_column: Annotated[str | None, typer.Option(help="CSV: site column")] = None,
     unit_column: Annotated[str | None, typer.Option(help="CSV: privacy-unit column")] = None,
     port: Annotated[int, typer.Option(help="this node's own API port")] = 9094,
+    max_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="DP: this hospital's privacy budget ε over every DP run on its data (without "
+            "it the node refuses fedavg-dp)"
+        ),
+    ] = None,
+    min_noise_multiplier: Annotated[
+        float, typer.Option(help="DP: refuse recipes with a smaller noise multiplier σ")
+    ] = 0.0,
+    max_grad_norm: Annotated[
+        float | None, typer.Option(help="DP: refuse recipes with a larger clipping norm C")
+    ] = None,
+    delta: Annotated[
+        float | None,
+        typer.Option(help="DP: δ of this node's accountant (default: below 1/(10·its records))"),
+    ] = None,
+    privacy_ledger: Annotated[
+        Path | None,
+        typer.Option(
+            help="DP: the file that keeps this node's privacy ledger across runs "
+            "(default: <home>/privacy-ledger.json)"
+        ),
+    ] = None,
+    reproducible_noise: Annotated[
+        bool,
+        typer.Option(
+            "--reproducible-noise",
+            help="DP, debugging/tests only: replayable noise from --noise-seed (NO guarantee)",
+        ),
+    ] = False,
+    noise_seed: Annotated[int, typer.Option(help="seed of --reproducible-noise")] = 0,
     home: HomeOpt = None,
     ca_cert: CaCertOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command only")] = False,
 ) -> None:
-    """Run one hospital's SuperNode in the foreground; its rows never leave this process."""
+    """Run one hospital's SuperNode in the foreground; its rows never leave this process. Its
+    privacy policy (--max-epsilon, --min-noise-multiplier, --max-grad-norm) is its own: the
+    coordinator cannot change it, and a DP recipe that breaks it is refused."""
     from medpriv.train.federated.deployment import NodeSpec, executable, security_args
+    from medpriv.train.federated.policy import ClientPolicy
 
     options: dict[str, str | float] = {
         key: value
@@ -152,7 +193,23 @@ def supernode(
         }.items()
         if value is not None
     }
-    node = NodeSpec(data=data, site=site, split_seed=split_seed, options=options)
+    policy = ClientPolicy(
+        max_epsilon=max_epsilon,
+        min_noise_multiplier=min_noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        delta=delta,
+        reproducible_noise=reproducible_noise,
+        noise_seed=noise_seed,
+    )
+    home = home or Path(".flwr") / f"supernode-{site or port}"
+    node = NodeSpec(
+        data=data,
+        site=site,
+        split_seed=split_seed,
+        options=options,
+        policy=policy,
+        ledger=privacy_ledger or home / "privacy-ledger.json",
+    )
     command = [
         executable("flower-supernode"),
         *security_args(_tls(ca_cert, None, None, server=False), server=False),
@@ -165,7 +222,7 @@ def supernode(
         "--node-config",
         node.node_config(),
     ]
-    _start(command, home or Path(".flwr") / f"supernode-{site or port}", dry_run)
+    _start(command, home, dry_run)
 
 
 @fl_app.command("run")
@@ -266,6 +323,7 @@ def local(
     from medpriv.data.sources import load_dataset
     from medpriv.train.federated.deployment import LocalFederation, NodeSpec
     from medpriv.train.federated.job import job_from_config
+    from medpriv.train.federated.policy import ClientPolicy
 
     resolved = load_config(
         None,
@@ -280,7 +338,26 @@ def local(
         raise MedprivError(f"{data} has no sites; pass --site-column for a CSV")
     names = [s for s in (sites or "").split(",") if s] or sorted({str(s) for s in dataset.site_ids})
     out = out.resolve()
-    nodes = {name: NodeSpec(data=data, site=name, split_seed=seed) for name in names}
+    privacy = resolved.privacy
+    # Each node's own policy (a hospital would choose it): the budget is the run's budget, or
+    # the target ε the coordinator calibrates σ to; its ledger lasts this run (a hospital's
+    # `medpriv fl supernode` keeps one across runs).
+    budget = privacy.budget if privacy.budget is not None else privacy.target_epsilon
+    policy = ClientPolicy(
+        max_epsilon=budget,
+        max_grad_norm=privacy.max_grad_norm,
+        reproducible_noise=privacy.reproducible_noise,
+        noise_seed=seed,
+    )
+    nodes = {
+        name: NodeSpec(
+            data=data,
+            site=name,
+            split_seed=seed,
+            policy=policy,
+        )
+        for name in names
+    }
     job = job_from_config(
         resolved,
         out=out / "run",

@@ -43,3 +43,30 @@ def test_a_fedavg_dp_servers_every_view_is_noised():
     assert block["dp"]["noise_multiplier"] == model.params["noise_multiplier"]
     one = block["fedsgd"]["1"]
     assert one["accuracy"] <= one["baseline_accuracy"] + 0.15
+
+
+def test_the_victims_dp_view_is_simulated_through_the_privacy_core():
+    """The attacker's simulation of a DP client: the core's clipped, noised sum from a replayable
+    source (same seed, same view), and no noise drawn by the attack module itself."""
+    import inspect
+    import re
+
+    import torch
+
+    from medpriv.attacks import fl_inversion as module
+    from medpriv.models import MLP
+
+    torch.manual_seed(0)
+    network = MLP(4, (8,))
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 1])
+    first = module._dp_gradient(network, x, y, sigma=1.0, clip=1.0, seed=5)
+    again = module._dp_gradient(network, x, y, sigma=1.0, clip=1.0, seed=5)
+    other = module._dp_gradient(network, x, y, sigma=1.0, clip=1.0, seed=6)
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))
+    assert not all((a == b).all() for a, b in zip(first, other, strict=True))
+    quiet = module._dp_gradient(network, x, y, sigma=0.0, clip=1e6, seed=5)
+    plain = module._gradient(network, x, y)
+    assert all(abs(a - b).max() < 1e-5 for a, b in zip(quiet, plain, strict=True))
+    source = inspect.getsource(module)
+    assert "noisy_clipped_sum" in source
+    assert not re.search(r"torch\.normal\(|\.normal_\(|randn\(", source)

@@ -189,6 +189,9 @@ ALLOWED = {"privacy", "attacks", "data"}
 NOT_PRIVACY_NOISE = {
     "metrics.py": "bootstrap resampling of test predictions for confidence intervals",
     "train/logreg.py": "the non-private logistic regression's solver seed",
+    "train/federated/server.py": "seeded fixed-size client selection for non-private and "
+    "sample-level rounds (no guarantee rests on which clients train); client-level DP "
+    "participation is drawn by the core's NoiseSource",
 }
 
 

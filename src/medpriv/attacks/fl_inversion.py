@@ -35,7 +35,8 @@ from medpriv.attacks.inversion import (
     invert_fedsgd,
 )
 from medpriv.data.splits import Splits
-from medpriv.privacy.clipping import clipped_grad_sum
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.step import noisy_clipped_sum
 from medpriv.train.base import TrainedModel
 
 FEDERATED_METHODS = ("fedavg", "fedavg-dp", "fedavg-cdp")
@@ -63,12 +64,17 @@ def _gradient(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[np.n
 def _dp_gradient(
     network: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma: float, clip: float, seed: int
 ) -> list[np.ndarray]:
-    summed, _, _ = clipped_grad_sum(network, x, y, max_grad_norm=clip)
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        ((g + torch.normal(0.0, sigma * clip, g.shape, generator=generator)) / len(x)).numpy()
-        for g in summed
-    ]
+    """The victim's DP gradient as the attacker simulates it: the privacy core's clipped,
+    noised sum (a replayable source: this is the attacker's simulation, not a guarantee)."""
+    summed = noisy_clipped_sum(
+        network,
+        x,
+        y,
+        max_grad_norm=clip,
+        noise_multiplier=sigma,
+        noise=NoiseSource.reproducible(seed),
+    )
+    return [(g / len(x)).detach().numpy() for g in summed]
 
 
 def _fedavg_update(

@@ -3,6 +3,14 @@
 It must reproduce the in-process engine's weights for the same data and seeds, carry on when a
 SuperNode is killed mid-run, and resume from the coordinator's checkpoint; every process is
 stopped by PID. Slow (process start-up and Flower's polling): about four minutes.
+
+DP noise is drawn by each SuperNode (fedavg-dp) or by the coordinator (fedavg-cdp) from a fresh
+CSPRNG source, so a private deployment cannot match an in-process run bit for bit. Here the
+SuperNodes are started with their own policy (budget, δ) and with replayable noise configured
+on the nodes themselves (and the cdp job asks its coordinator for it): then weights and ε
+statements must agree exactly. That no message can switch a node to replayable noise, and that
+nodes refuse what their policy forbids, is tested on the ClientApp itself
+(test_flower_client_policy.py).
 """
 
 from __future__ import annotations
@@ -19,16 +27,22 @@ import numpy as np
 import pytest
 
 from medpriv.config import DataConfig, PrivacyConfig, SplitConfig
-from medpriv.train.federated.client import LocalRecipe
+from medpriv.train.federated.client import LocalClient, LocalRecipe
 from medpriv.train.federated.deployment import LocalFederation, NodeSpec
 from medpriv.train.federated.engine import initial_weights, run_rounds
 from medpriv.train.federated.job import FederatedJob, client_arrays
+from medpriv.train.federated.policy import ClientPolicy
+from medpriv.train.federated.private import ONE_SITE_CAVEAT
 
 pytestmark = pytest.mark.slow
 
 SPEC = "synthetic:1500"
 SITES = ("CCU", "MICU", "SICU")
 RECIPE = LocalRecipe(hidden=(16,), epochs=1, batch_size=64, lr=0.05)
+DELTA = 1e-5
+# Each SuperNode's own policy: a budget for both DP runs below, the coordinator's δ, and noise
+# replayable from the node's own seed (configured on the node, never by a message).
+POLICY = ClientPolicy(max_epsilon=50.0, delta=DELTA, reproducible_noise=True, noise_seed=0)
 
 
 def _job(out: Path, **changes) -> FederatedJob:
@@ -48,27 +62,34 @@ def _job(out: Path, **changes) -> FederatedJob:
     return replace(job, **changes)
 
 
-def _in_process(job: FederatedJob) -> list[np.ndarray]:
-    """The same federation through the in-process engine (the same plan for private methods)."""
+def _in_process(job: FederatedJob) -> tuple[list[np.ndarray], float | None]:
+    """The same federation through the in-process engine (the same plan for private methods,
+    clients with the SuperNodes' policy): its weights and, for fedavg-dp, the largest ε the
+    clients' own ledgers give."""
     from medpriv.train.federated.flower_app import coordinator_validation, plan_method
 
     pre, x_val, y_val = coordinator_validation(job)
     clients = {
-        site: client_arrays(
-            job.data_config(),
-            site=site,
-            split_seed=job.seed,
-            split=job.split_config(),
-            preprocessor_state=pre.state_dict(),
+        site: LocalClient(
+            site,
+            *client_arrays(
+                job.data_config(),
+                site=site,
+                split_seed=job.seed,
+                split=job.split_config(),
+                preprocessor_state=pre.state_dict(),
+                one_per_unit=job.method == "fedavg-dp",
+            ),
+            policy=POLICY,
         )
         for site in SITES
     }
-    sizes = {site: len(x) for site, (x, _) in clients.items()}
-    recipe, strategy, _, min_clients, poisson = plan_method(job, RECIPE, sizes)
+    sizes = {site: len(c.x) for site, c in clients.items()}
+    recipe, strategy, _, min_clients, participation = plan_method(job, RECIPE, sizes)
     start = initial_weights(
         x_val.shape[1], RECIPE.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
     )
-    return run_rounds(
+    weights = run_rounds(
         clients,
         start,
         recipe=recipe,
@@ -78,8 +99,10 @@ def _in_process(job: FederatedJob) -> list[np.ndarray]:
         min_clients=min_clients,
         seed=job.seed,
         validation=(x_val, y_val),
-        poisson_clients=poisson,
+        participation=participation,
     )
+    epsilons = [c.ledger.epsilon(accountant="prv", delta=DELTA) for c in clients.values()]
+    return weights, max(epsilons) if job.method == "fedavg-dp" else None
 
 
 def _npz(path: Path) -> list[np.ndarray]:
@@ -100,7 +123,16 @@ def _alive(pid: int) -> bool:
 
 
 def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(tmp_path):
-    nodes = {site: NodeSpec(data=SPEC, site=site, split_seed=0) for site in SITES}
+    nodes = {
+        site: NodeSpec(
+            data=SPEC,
+            site=site,
+            split_seed=0,
+            policy=POLICY,
+            ledger=tmp_path / "ledgers" / f"{site}.json",
+        )
+        for site in SITES
+    }
     with LocalFederation(tmp_path, nodes) as federation:
         pids = federation.pids()
         assert len(pids) == 4 and all(_alive(pid) for pid in pids)
@@ -110,21 +142,30 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         outcome = federation.run(job.write(tmp_path / "same.json"), timeout=300)
         assert outcome.completed, outcome.log[-3000:]
         flower = _npz(tmp_path / "same" / "final.npz")
-        expected = _in_process(job)
+        expected, _ = _in_process(job)
         assert len(flower) == len(expected)
         assert (
             max(float(np.abs(a - b).max()) for a, b in zip(flower, expected, strict=True)) <= 1e-5
         )
 
-        # 1b. Sample-level DP (DP-SGD inside every client): the same noise, the same ε.
-        private = _job(tmp_path / "dp", method="fedavg-dp", privacy=asdict(PrivacyConfig(3.0)))
+        # 1b. Sample-level DP (DP-SGD inside every client, noise replayable by the nodes' own
+        # configuration): the same weights, and the ε the clients report is the in-process one.
+        private = _job(
+            tmp_path / "dp",
+            method="fedavg-dp",
+            privacy=asdict(PrivacyConfig(3.0, delta=DELTA)),
+        )
         outcome = federation.run(private.write(tmp_path / "dp.json"), timeout=300)
         assert outcome.completed, outcome.log[-3000:]
         flower = _npz(tmp_path / "dp" / "final.npz")
-        expected = _in_process(private)
+        expected, epsilon = _in_process(private)
         assert max(_max_diff(a, b) for a, b in zip(flower, expected, strict=True)) <= 1e-5
         spent = json.loads((tmp_path / "dp" / "done.json").read_text())["privacy"]
         assert 0 < spent["epsilon"] <= 3.0 and spent["sampling"] == "poisson"
+        assert spent["epsilon"] == pytest.approx(epsilon) and spent["delta"] == DELTA
+        assert spent["noise"] == "reproducible" and ONE_SITE_CAVEAT in spent["caveats"]
+        history = json.loads((tmp_path / "dp" / "history.json").read_text())
+        assert set(history[-1]["client_privacy"]) == set(SITES)
 
         # 1c. The same private run under SecAgg+: the coordinator sees only each round's
         # aggregate, quantized to 2^30 levels on ±8, and still lands on the same weights.
@@ -139,17 +180,25 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         done = json.loads((tmp_path / "secagg" / "done.json").read_text())
         assert done["secure_aggregation"].startswith("SecAgg+")
 
-        # 1d. Client-level DP (clipped updates, server noise, Poisson client sampling).
+        # 1d. Client-level DP (clipped updates, server noise, Poisson client sampling), with the
+        # coordinator's noise replayable by its own job: the same weights; a replayable
+        # participation draw earns no amplification (q = 1), and no per-site loss is written.
         central = _job(
-            tmp_path / "cdp", method="fedavg-cdp", fraction=0.9, privacy=asdict(PrivacyConfig(8.0))
+            tmp_path / "cdp",
+            method="fedavg-cdp",
+            fraction=0.9,
+            privacy=asdict(PrivacyConfig(8.0, reproducible_noise=True)),
         )
         outcome = federation.run(central.write(tmp_path / "cdp.json"), timeout=300)
         assert outcome.completed, outcome.log[-3000:]
         flower = _npz(tmp_path / "cdp" / "final.npz")
-        expected = _in_process(central)
+        expected, _ = _in_process(central)
         assert max(_max_diff(a, b) for a, b in zip(flower, expected, strict=True)) <= 1e-5
         spent = json.loads((tmp_path / "cdp" / "done.json").read_text())["privacy"]
         assert spent["unit"] == "site" and 0 < spent["epsilon"] <= 8.0
+        assert spent["sample_rate"] == 1.0 and spent["delta"] <= 1e-5
+        history = json.loads((tmp_path / "cdp" / "history.json").read_text())
+        assert all("client_train_loss" not in r for r in history)
 
         # 2. A SuperNode killed (SIGKILL) after round 1: round 2 goes on with the other two once
         # the round timeout passes (a killed node never answers).

@@ -56,7 +56,14 @@ class LoopbackGrid:
             if self.fail_at.get(node) == stage:
                 reply = Message(Error(code=1, reason="node crashed"), reply_to=message)
             else:
-                reply = client_app(message, self.contexts[node])
+                try:
+                    reply = client_app(message, self.contexts[node])
+                except Exception as ex:  # what flwr-clientapp replies when the app raises
+                    reason = str(type(ex)) + ":<'" + str(ex) + "'>"
+                    reply = Message(Error(code=3, reason=reason), reply_to=message)
+                    self.replies[message_id] = reply
+                    ids.append(message_id)
+                    continue
                 configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
                 if configs is not None and Key.MASKED_PARAMETERS in configs:
                     self.masked[node] = list(configs[Key.MASKED_PARAMETERS])
@@ -113,13 +120,18 @@ def setup():
     return shared, weights, clients
 
 
-def _contexts() -> tuple[dict[str, int], dict[int, Context]]:
+def _contexts(policies: dict[str, dict] | None = None) -> tuple[dict[str, int], dict[int, Context]]:
     nodes = {site: 101 + i for i, site in enumerate(SITES)}
     contexts = {
         node: Context(
             run_id=1,
             node_id=node,
-            node_config={"data": SPEC, "site": site, "split-seed": 0},
+            node_config={
+                "data": SPEC,
+                "site": site,
+                "split-seed": 0,
+                **(policies or {}).get(site, {}),
+            },
             state=RecordDict(),
             run_config={},
         )
@@ -209,3 +221,44 @@ def test_quantization_range_leaves_room_for_the_sum():
     for n in range(2, 200):
         q = quantization_range(n)
         assert n * q < 2**32 and q <= 2**30 and 2 * n * q >= 2**32 / 2
+
+
+def test_a_node_whose_policy_refuses_a_dp_round_drops_out_of_the_secure_round(setup):
+    """Under SecAgg+ a refusal is an error reply: the node is dropped with its reason, its
+    neighbours' shares unmask the rest, and the others' own ε reports reach the coordinator."""
+    from medpriv.train.federated.policy import NO_BUDGET, ClientPolicy
+
+    shared, weights, clients = setup
+    budget = ClientPolicy(max_epsilon=50.0).node_config()
+    nodes, contexts = _contexts({"CCU": budget, "SICU": budget})  # MICU has no budget
+    private = LocalRecipe(
+        hidden=(16,), epochs=1, batch_size=64, lr=0.05, noise_multiplier=1.0, max_grad_norm=1.0
+    )
+    configs = {
+        site: {
+            **shared,
+            "private": True,
+            **private.to_config(),
+            "round": 1,
+            "planned-rounds": 1,
+            "secagg-clip": 8.0,
+        }
+        for site in SITES
+    }
+    outcome = secure_round(
+        LoopbackGrid(contexts),
+        nodes=nodes,
+        fit_configs=configs,
+        weights=weights,
+        sizes={site: len(x) for site, (x, _) in clients.items()},
+        round_number=1,
+        timeout=5.0,
+        poll=0.0,
+        settings=SecAggSettings(),
+    )
+    assert outcome.halted is None and set(outcome.sizes) == {"CCU", "SICU"}
+    assert "collect masked vectors" in outcome.dropped["MICU"]
+    assert NO_BUDGET in outcome.dropped["MICU"]
+    _, record = finish_secure_round(FedAvg(), weights, outcome, round_number=1, min_clients=2)
+    assert record["aggregated"] and set(record["client_privacy"]) == {"CCU", "SICU"}
+    assert all(0 < r["epsilon"] <= 50 for r in record["client_privacy"].values())

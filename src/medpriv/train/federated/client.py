@@ -1,15 +1,18 @@
 """What one client (hospital) does in a round: train the global model on its own rows.
 
-Shared verbatim by the in-process engine and the Flower ClientApp, so both give the same
-weights for the same seeds. All randomness (batch order, dropout) comes from `seed`, which the
-server derives from (run seed, round, client name) with `client_seed`; torch's global RNG is
-left as it was.
+Shared verbatim by the in-process engine and the Flower ClientApp. A plain (non-private) round
+takes its randomness (batch order, dropout) from `seed`, which the server derives from (run
+seed, round, client name) with `client_seed`: no guarantee rests on it, and both engines then
+give the same weights. A DP round (fedavg-dp) takes none of its randomness from the server: its
+Poisson masks and Gaussian noise come from a `NoiseSource` the client creates itself
+(`medpriv.privacy`'s `noisy_clipped_sum`), after its own policy admitted the recipe
+(`medpriv.train.federated.policy`). torch's global RNG is left as it was.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,9 @@ from torch.nn import functional as F
 from medpriv.config import TrainConfig
 from medpriv.errors import ProtocolError
 from medpriv.models import MLP
-from medpriv.privacy.clipping import clipped_grad_sum
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.step import noisy_clipped_sum
+from medpriv.train.federated.policy import ClientPolicy, PrivacyLedger, admit
 from medpriv.train.federated.weights import Weights, get_weights, set_weights
 
 OPTIMIZERS = ("sgd", "adam")
@@ -129,13 +134,17 @@ def _optional(value: Any) -> float | None:
 class ClientUpdate:
     """A client's reply: its new weights, how many examples it trained on, its mean loss
     (None under DP: a loss on training batches would be released without noise), the steps
-    taken and, under DP, the Poisson rate its accountant needs."""
+    taken and, under DP, the Poisson rate, the ε (at δ) its own accountant reports for this run
+    so far, and where its noise came from ("csprng" or "reproducible")."""
 
     weights: Weights
     n_examples: int
     train_loss: float | None
     steps: int
     sample_rate: float | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    noise: str | None = None
 
 
 def client_seed(seed: int, round_number: int, client: str) -> int:
@@ -150,14 +159,25 @@ def train_client(
     *,
     recipe: LocalRecipe,
     seed: int,
+    noise: NoiseSource | None = None,
 ) -> ClientUpdate:
     """Start from the global weights; `recipe.epochs` passes over the client's rows in shuffled
     mini-batches of mean cross-entropy (plus the FedProx term), or DP-SGD steps for a private
-    recipe; return the new weights."""
+    recipe; return the new weights. A private recipe draws every mask and all its noise from
+    `noise` (a fresh CSPRNG source when None), never from `seed`."""
     if len(x) == 0:
         raise ValueError("a client needs at least one training row")
     features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    if recipe.private:
+        with torch.random.fork_rng(devices=[]):  # the initial values are overwritten
+            network = MLP(features.shape[1], recipe.hidden)
+        set_weights(network, global_weights)
+        network.train()
+        optimizer = _optimizer(network, recipe)
+        return _train_private(
+            network, optimizer, features, labels, recipe, noise or NoiseSource.fresh()
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = MLP(features.shape[1], recipe.hidden, dropout=recipe.dropout)
@@ -166,8 +186,6 @@ def train_client(
         optimizer = _optimizer(network, recipe)
         generator = torch.Generator().manual_seed(seed)
         network.train()
-        if recipe.private:
-            return _train_private(network, optimizer, features, labels, recipe, generator)
         loss_sum, steps = 0.0, 0
         for _ in range(recipe.epochs):
             order = torch.randperm(len(features), generator=generator)
@@ -199,27 +217,29 @@ def _train_private(
     features: torch.Tensor,
     labels: torch.Tensor,
     recipe: LocalRecipe,
-    generator: torch.Generator,
+    noise: NoiseSource,
 ) -> ClientUpdate:
-    """DP-SGD (Abadi et al. 2016) with Poisson sampling: (Σ clipped per-sample gradients +
-    N(0, (σC)²)) / (q·n) each step. The proximal term is not used under DP."""
+    """DP-SGD (Abadi et al. 2016) with Poisson sampling, through the privacy core: each step
+    (Σ clipped per-sample gradients + N(0, (σC)²)) / (q·n), masks and noise from `noise`. The
+    proximal term is not used under DP."""
     n = len(features)
     q, per_epoch = recipe.sampling(n)
     sigma, clip = float(recipe.noise_multiplier), float(recipe.max_grad_norm)
     params = list(network.parameters())
     steps = 0
     for _ in range(recipe.epochs * per_epoch):
-        chosen = torch.nonzero(torch.rand(n, generator=generator) < q).flatten()
-        if len(chosen):
-            summed, _, _ = clipped_grad_sum(
-                network, features[chosen], labels[chosen], max_grad_norm=clip
-            )
-        else:
-            summed = [torch.zeros_like(p) for p in params]
+        chosen = noise.poisson_mask(n, q)
+        summed = noisy_clipped_sum(
+            network,
+            features[chosen],
+            labels[chosen],
+            max_grad_norm=clip,
+            noise_multiplier=sigma,
+            noise=noise,
+        )
         with torch.no_grad():
             for p, g in zip(params, summed, strict=True):
-                noise = torch.normal(0.0, sigma * clip, p.shape, generator=generator)
-                p.grad = (g + noise) / (q * n)
+                p.grad = g.div_(q * n)
         optimizer.step()
         steps += 1
     return ClientUpdate(
@@ -228,7 +248,89 @@ def _train_private(
         train_loss=None,
         steps=steps,
         sample_rate=q,
+        noise=noise.kind,
     )
+
+
+@dataclass
+class LocalClient:
+    """One in-process site: its rows, its own privacy policy and ledger (its accountant).
+
+    A DP recipe is admitted by the policy (or refused with `ClientRefusal`), charged to the
+    ledger, and trained with noise from a source this client creates each round; `seed`, the
+    server's, only drives plain rounds. `report_epsilon` adds the ledger's ε to each update (one
+    accountant call per round; off for attackers' shadow copies)."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    policy: ClientPolicy = field(default_factory=ClientPolicy)
+    ledger: PrivacyLedger = field(default_factory=PrivacyLedger)
+    report_epsilon: bool = True
+    run: str = "in-process"
+
+    def fit(
+        self,
+        global_weights: Weights,
+        recipe: LocalRecipe,
+        *,
+        round_number: int,
+        seed: int,
+        rounds_left: int = 1,
+    ) -> ClientUpdate:
+        if not recipe.private:
+            return train_client(global_weights, self.x, self.y, recipe=recipe, seed=seed)
+        return private_round(
+            global_weights,
+            self.x,
+            self.y,
+            recipe=recipe,
+            policy=self.policy,
+            ledger=self.ledger,
+            client=self.name,
+            run=self.run,
+            round_number=round_number,
+            rounds_left=rounds_left,
+            report_epsilon=self.report_epsilon,
+        )
+
+
+def private_round(
+    global_weights: Weights,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    recipe: LocalRecipe,
+    policy: ClientPolicy,
+    ledger: PrivacyLedger,
+    client: str,
+    run: str,
+    round_number: int,
+    rounds_left: int = 1,
+    report_epsilon: bool = True,
+) -> ClientUpdate:
+    """One DP round on a client: admit (or refuse) the recipe under the client's own policy,
+    charge its ledger, train with the client's own noise, report the ledger's ε for `run`."""
+    q, per_epoch = recipe.sampling(len(x))
+    admitted = admit(
+        policy,
+        ledger,
+        noise_multiplier=float(recipe.noise_multiplier),
+        max_grad_norm=float(recipe.max_grad_norm),
+        sample_rate=q,
+        steps=recipe.epochs * per_epoch,
+        n_examples=len(x),
+        run=run,
+        rounds_left=rounds_left,
+    )
+    noise = policy.noise_source(client=client, round_number=round_number)
+    update = train_client(global_weights, x, y, recipe=recipe, seed=0, noise=noise)
+    epsilon = (
+        ledger.epsilon(accountant=policy.accountant, delta=admitted.delta, run=run)
+        if report_epsilon
+        else None
+    )
+    return replace(update, epsilon=epsilon, delta=admitted.delta)
 
 
 def _optimizer(network: MLP, recipe: LocalRecipe) -> torch.optim.Optimizer:

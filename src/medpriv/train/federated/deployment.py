@@ -17,8 +17,12 @@ import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medpriv.processes import Process, ProcessError, free_port, wait_until
+
+if TYPE_CHECKING:
+    from medpriv.train.federated.policy import ClientPolicy
 
 APP_PYPROJECT = """\
 [build-system]
@@ -129,20 +133,27 @@ def _healthy(port: int, tls: Tls | None = None) -> bool:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One SuperNode: its data (a medpriv data spec), site, and optional CSV options."""
+    """One SuperNode: its data (a medpriv data spec), site, optional CSV options, its own
+    privacy policy (what DP recipes it accepts) and the file that keeps its privacy ledger."""
 
     data: str
     site: str | None = None
     split_seed: int | None = None
     options: dict[str, str | float] = field(default_factory=dict)
+    policy: ClientPolicy | None = None
+    ledger: str | Path | None = None
 
     def node_config(self) -> str:
         """Flower's --node-config: space-separated TOML-typed key=value pairs."""
-        values: dict[str, str | int | float] = {"data": self.data, **self.options}
+        values: dict[str, str | int | float | bool] = {"data": self.data, **self.options}
         if self.site is not None:
             values["site"] = self.site
         if self.split_seed is not None:
             values["split-seed"] = self.split_seed
+        if self.policy is not None:
+            values.update(self.policy.node_config())
+        if self.ledger is not None:
+            values["privacy-ledger"] = str(Path(self.ledger).resolve())
         return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
 

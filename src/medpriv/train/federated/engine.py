@@ -9,12 +9,16 @@ import numpy as np
 import torch
 
 from medpriv.models import MLP
-from medpriv.train.federated.client import LocalRecipe, client_seed, train_client
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.train.federated.client import ClientUpdate, LocalClient, LocalRecipe, client_seed
+from medpriv.train.federated.policy import ClientRefusal
 from medpriv.train.federated.server import evaluate_weights, finish_round, select_clients
 from medpriv.train.federated.strategy import Strategy
 from medpriv.train.federated.weights import Weights, get_weights
 
-ClientData = Mapping[str, tuple[np.ndarray, np.ndarray]]
+# Each client: a LocalClient (its own policy and ledger), or its (x, y) for a client without a
+# policy of its own (it then accepts any recipe: tests and plain FedAvg).
+ClientData = Mapping[str, LocalClient | tuple[np.ndarray, np.ndarray]]
 RoundCallback = Callable[[int, Weights, dict], None]
 
 
@@ -42,35 +46,52 @@ def run_rounds(
     validation: tuple[np.ndarray, np.ndarray],
     start_round: int = 1,
     on_round: RoundCallback | None = None,
-    poisson_clients: bool = False,
+    participation: NoiseSource | None = None,
+    quiet: bool = False,
 ) -> Weights:
     """Rounds `start_round`..`rounds`; `on_round(round, weights, record)` after each one.
 
-    A client whose training raises is recorded as dropped for that round (with the error) and
-    the round goes on with the others. `poisson_clients`: each client joins a round
-    independently with probability `fraction` (client-level DP accounting needs it).
+    A client whose training raises is recorded as dropped for that round (with the error), one
+    whose policy refuses the recipe as refused (with its reason), and the round goes on with the
+    others. `participation`: each client joins a round independently with probability
+    `fraction`, drawn from this source (client-level DP); `quiet`: log nothing about who took
+    part.
     """
     x_val, y_val = validation
+    pool = {
+        name: c if isinstance(c, LocalClient) else LocalClient(name, *c)
+        for name, c in clients.items()
+    }
     for round_number in range(start_round, rounds + 1):
         chosen = select_clients(
-            list(clients),
+            list(pool),
             fraction=fraction,
             min_clients=min_clients,
             seed=seed,
             round_number=round_number,
-            poisson=poisson_clients,
+            participation=participation,
         )
-        replies = {}
+        replies: dict[str, ClientUpdate | str] = {}
         for name in chosen:
-            x, y = clients[name]
             try:
-                replies[name] = train_client(
-                    weights, x, y, recipe=recipe, seed=client_seed(seed, round_number, name)
+                replies[name] = pool[name].fit(
+                    weights,
+                    recipe,
+                    round_number=round_number,
+                    seed=client_seed(seed, round_number, name),
+                    rounds_left=rounds - round_number + 1,
                 )
+            except ClientRefusal as exc:
+                replies[name] = f"refused: {exc}"
             except Exception as exc:  # one failing hospital must not end the federation
                 replies[name] = f"failed: {type(exc).__name__}: {exc}"
         weights, record = finish_round(
-            strategy, weights, replies, round_number=round_number, min_clients=min_clients
+            strategy,
+            weights,
+            replies,
+            round_number=round_number,
+            min_clients=min_clients,
+            quiet=quiet,
         )
         record.update(evaluate_weights(weights, recipe.hidden, x_val, y_val))
         if on_round is not None:

@@ -3,11 +3,18 @@
 
 The ServerApp reads a `FederatedJob` (path in the run config, key `job`), asks every SuperNode
 which site it is and how many training records it holds, then runs the rounds with its own
-push/pull loop: selection, TRAIN messages (weights as an ArrayRecord; recipe, per-client seed
-and preprocessing as a ConfigRecord), replies checked and aggregated, the global model validated
-on the coordinator's patients and checkpointed after every round. A node that errs or does not
-answer in time is recorded as dropped for that round. Outputs land in the job's `out` folder:
-final.npz, best.npz, history.json, checkpoint.pt and done.json.
+push/pull loop: selection, TRAIN messages (weights as an ArrayRecord; recipe, round, planned
+rounds and preprocessing as a ConfigRecord, plus a per-client seed for plain rounds only),
+replies checked and aggregated, the global model validated on the coordinator's patients and
+checkpointed after every round. A node that errs, refuses (its privacy policy forbids the
+recipe) or does not answer in time is recorded as dropped for that round, with the reason.
+Outputs land in the job's `out` folder: final.npz, best.npz, history.json, checkpoint.pt and
+done.json.
+
+The coordinator sends nothing that sets or seeds a DP client's noise or Poisson masks: each
+SuperNode draws them itself, under its own policy, and reports its own ε (fedavg-dp). Under
+fedavg-cdp the coordinator's own noise and each site's participation come from its fresh CSPRNG
+source, and the history withholds who took part (see `private.ClientLevelAccountant`).
 
 Everything crosses the wire as ArrayRecord arrays and scalar/JSON-text configs; nothing pickled.
 """
@@ -35,12 +42,17 @@ from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ProtocolError
 from medpriv.privacy.plan import VALIDATION_CAVEAT
+from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed
 from medpriv.train.federated.engine import initial_weights
 from medpriv.train.federated.job import FederatedJob
 from medpriv.train.federated.messaging import exchange
-from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
+from medpriv.train.federated.private import (
+    ClientLevelAccountant,
+    SampleLevelAccountant,
+    refusal_caveats,
+)
 from medpriv.train.federated.secagg import SecAggSettings, secure_round
 from medpriv.train.federated.server import (
     best_of,
@@ -49,6 +61,7 @@ from medpriv.train.federated.server import (
     finish_round,
     finish_secure_round,
     load_federation,
+    report_from_metrics,
     save_federation,
     select_clients,
 )
@@ -105,7 +118,8 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         "private": job.method == "fedavg-dp",  # DP clients keep one record per unit
     }
     sites, sizes = _discover(grid, job, shared)
-    recipe, strategy, accountant, min_clients, poisson = plan_method(job, recipe, sizes)
+    recipe, strategy, accountant, min_clients, participation = plan_method(job, recipe, sizes)
+    hidden = isinstance(accountant, ClientLevelAccountant) and accountant.hidden
     weights = initial_weights(
         x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
     )
@@ -119,7 +133,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         "hidden": list(recipe.hidden),
     }
     if job.resume and checkpoint.exists():
-        weights, best, history = load_federation(checkpoint, strategy=strategy, meta=meta)
+        weights, best, history, _ = load_federation(checkpoint, strategy=strategy, meta=meta)
         for record in history if accountant is not None else []:
             accountant.after_round(record, report=False)
     best_record = best_of(history)
@@ -130,9 +144,14 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
             min_clients=min_clients,
             seed=job.seed,
             round_number=round_number,
-            poisson=poisson,
+            participation=participation,
         )
-        config = {**shared, **recipe.to_config()}
+        config = {
+            **shared,
+            **recipe.to_config(),
+            "round": round_number,
+            "planned-rounds": job.rounds,
+        }
         if job.secagg:
             weights, record = _secure_round(
                 grid,
@@ -149,7 +168,12 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         else:
             replies = _train_round(grid, job, sites, chosen, weights, config, round_number)
             weights, record = finish_round(
-                strategy, weights, replies, round_number=round_number, min_clients=min_clients
+                strategy,
+                weights,
+                replies,
+                round_number=round_number,
+                min_clients=min_clients,
+                quiet=hidden,
             )
         record = {
             "epoch": round_number,
@@ -158,22 +182,31 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         }
         if accountant is not None:
             record.update(accountant.after_round(record))
+        if isinstance(accountant, ClientLevelAccountant):
+            record = accountant.redact(record)
         if better_round(record, best_record):
             best, best_record = weights, record
         history.append(record)
         save_federation(
             checkpoint, weights=weights, best=best, history=history, strategy=strategy, meta=meta
         )
+        who = (
+            "participants withheld"
+            if hidden
+            else f"{record['clients']} clients, dropped {sorted(record['dropped'])}"
+        )
         print(
-            f"[medpriv] round {round_number}: {record['clients']} clients, "
-            f"val AUROC {record['val_auroc']:.4f}, dropped {sorted(record['dropped'])}",
+            f"[medpriv] round {round_number}: {who}, val AUROC {record['val_auroc']:.4f}",
             flush=True,
         )
+        for site, reason in sorted((record.get("dropped") or {}).items()):
+            if reason.startswith("refused"):
+                print(f"[medpriv]   {site} {reason}", flush=True)
     np.savez(out / "final.npz", *weights)
     np.savez(out / "best.npz", *best)
     (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
     privacy = (
-        accountant.spent([VALIDATION_CAVEAT]).to_dict()
+        accountant.spent([VALIDATION_CAVEAT, *refusal_caveats(history)]).to_dict()
         if accountant is not None
         else PrivacySpent(sampling="shuffle").to_dict()
     )
@@ -193,9 +226,17 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
 
 def plan_method(
     job: FederatedJob, recipe: LocalRecipe, sizes: dict[str, int]
-) -> tuple[LocalRecipe, Strategy, SampleLevelAccountant | ClientLevelAccountant | None, int, bool]:
-    """(client recipe, aggregation, accountant, min clients, Poisson client sampling) for the
-    job's method — the same plan the in-process trainers make."""
+) -> tuple[
+    LocalRecipe,
+    Strategy,
+    SampleLevelAccountant | ClientLevelAccountant | None,
+    int,
+    NoiseSource | None,
+]:
+    """(client recipe, aggregation, accountant, min clients, the source of Poisson client
+    participation or None) for the job's method — the same plan the in-process trainers make.
+    fedavg-dp's accountant takes the clients' own ε reports; fedavg-cdp's noise source is the
+    coordinator's, fresh (replayable only if the job's privacy asks for reproducible noise)."""
     if job.method == "fedavg-dp":
         accountant = SampleLevelAccountant(
             sizes=sizes,
@@ -209,23 +250,26 @@ def plan_method(
             make_strategy("fedavg"),
             accountant,
             job.min_clients,
-            False,
+            None,
         )
     if job.method == "fedavg-cdp":
+        privacy = job.privacy_config()
         accountant = ClientLevelAccountant(
             n_clients=len(sizes),
-            sample_rate=job.fraction,
+            fraction=job.fraction,
             rounds=job.rounds,
-            privacy=job.privacy_config(),
-            seed=job.seed,
+            privacy=privacy,
+            n_units=sum(sizes.values()),
+            noise=NoiseSource.for_run(reproducible=privacy.reproducible_noise, seed=job.seed),
+            publish_participants=job.publish_participants,
         )
-        return recipe, accountant.strategy(), accountant, 0, True
+        return recipe, accountant.strategy(), accountant, 0, accountant.participation()
     return (
         recipe,
         make_strategy(job.strategy, server_lr=job.server_lr),
         None,
         job.min_clients,
-        False,
+        None,
     )
 
 
@@ -248,8 +292,7 @@ def _secure_round(
     fit_configs = {
         site: {
             **config,
-            "seed": client_seed(job.seed, round_number, site),
-            "round": round_number,
+            **_plain_seed(config, job, round_number, site),
             "secagg-clip": settings.clipping_range,
         }
         for site in reachable
@@ -321,12 +364,13 @@ def _train_round(
         if sites[site] not in connected:
             replies[site] = "node not connected"
             continue
-        seed = client_seed(job.seed, round_number, site)
         messages[site] = Message(
             content=RecordDict(
                 {
                     "arrays": ArrayRecord([np.asarray(w) for w in weights]),
-                    "config": ConfigRecord({**config, "seed": seed, "round": round_number}),
+                    "config": ConfigRecord(
+                        {**config, **_plain_seed(config, job, round_number, site)}
+                    ),
                 }
             ),
             dst_node_id=sites[site],
@@ -338,17 +382,32 @@ def _train_round(
     return replies
 
 
+def _plain_seed(config: dict, job: FederatedJob, round_number: int, site: str) -> dict[str, int]:
+    """The per-client seed of a plain round's batch order (no guarantee rests on it); a DP
+    round gets none: its client draws its masks and noise from its own source."""
+    if float(config.get("noise_multiplier", -1.0)) >= 0:
+        return {}
+    return {"seed": client_seed(job.seed, round_number, site)}
+
+
 def _as_update(reply: Message) -> ClientUpdate | str:
-    """A client's reply as a ClientUpdate, or why it cannot be one."""
+    """A client's reply as a ClientUpdate, or why it cannot be one (a refusal with its
+    reason)."""
     try:
+        if "refusal" in reply.content.config_records:
+            return f"refused: {reply.content.config_records['refusal']['reason']}"
         metrics = reply.content["metrics"]
         loss, rate = float(metrics["train-loss"]), float(metrics["sample-rate"])
+        report = report_from_metrics(metrics)
         return ClientUpdate(
             weights=reply.content["arrays"].to_numpy_ndarrays(),
             n_examples=int(metrics["num-examples"]),
             train_loss=None if loss < 0 else loss,
             steps=int(metrics["steps"]),
             sample_rate=None if rate < 0 else rate,
+            epsilon=None if report is None else report["epsilon"],
+            delta=None if report is None else report["delta"],
+            noise=None if report is None else report["noise"],
         )
     except Exception as exc:  # a malformed reply is that client's problem, not the run's
         return f"rejected: malformed reply ({type(exc).__name__}: {exc})"

@@ -1,9 +1,19 @@
 """The Flower ClientApp: what runs on each hospital's SuperNode.
 
 It answers two messages: QUERY (which site this node is, how many training records it holds)
-and TRAIN (one round of local training with the recipe, seed and preprocessing the coordinator
-sent, on the same `train_client` as the in-process engine). In a SecAgg+ round the TRAIN stages
-pass through Flower's `secaggplus_mod`, which masks the reply before it leaves the node.
+and TRAIN (one round of local training with the recipe and preprocessing the coordinator sent,
+on the same client code as the in-process engine). In a SecAgg+ round the TRAIN stages pass
+through Flower's `secaggplus_mod`, which masks the reply before it leaves the node.
+
+A DP recipe (fedavg-dp) is checked against this node's own privacy policy, set in its node
+config (`medpriv fl supernode --max-epsilon E --min-noise-multiplier S --max-grad-norm C`),
+never by a message: a node without a budget, or a recipe below its minimum σ, above its maximum
+clipping norm, or whose announced plan would spend more than its budget by its own accountant,
+is refused with the reason (a `refusal` reply; in a SecAgg+ round an error reply), and the node
+goes on serving. The node keeps its ledger in the file named by `privacy-ledger` (across runs)
+or, without one, in the run's context; it draws its noise and Poisson masks from its own fresh
+CSPRNG source (replayable only when its own node config says `reproducible-noise`), and reports
+the ε its own accountant spent in this run.
 
 Flower starts a fresh process for every message, so this module imports only Flower and NumPy
 at the top; torch and the data stack load only where a message needs them (the key-exchange
@@ -12,6 +22,7 @@ stages of SecAgg+ never do).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +36,11 @@ from medpriv.errors import ProtocolError
 from medpriv.train.federated.secagg import secagg_mod
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from medpriv.config import DataConfig, SplitConfig
     from medpriv.train.federated.client import ClientUpdate
+    from medpriv.train.federated.policy import PrivacyLedger
 
 client_app = ClientApp()
 
@@ -48,6 +62,11 @@ def _node_settings(context: Context) -> tuple[DataConfig, str | None, int | None
     )
     split_seed = int(cfg["split-seed"]) if "split-seed" in cfg else None
     return data, _opt_str(cfg.get("site")), split_seed
+
+
+def _site_name(context: Context) -> str:
+    site = _opt_str(context.node_config.get("site"))
+    return site or f"node{context.node_id}"
 
 
 def _opt_str(value: Any) -> str | None:
@@ -79,7 +98,7 @@ def describe(msg: Message, context: Context) -> Message:
         preprocessor_state=state,
         one_per_unit=bool(config.get("private", False)),
     )
-    name = site or f"node{context.node_id}"
+    name = _site_name(context)
     return Message(
         content=RecordDict(
             {
@@ -93,9 +112,12 @@ def describe(msg: Message, context: Context) -> Message:
 
 @client_app.train(mods=[secagg_mod])
 def train(msg: Message, context: Context) -> Message:
-    """One round on this node's rows with the recipe, seed and preprocessing sent by the server.
+    """One round on this node's rows with the recipe and preprocessing sent by the server (and,
+    for a plain round, its seed), or a refusal when this node's policy forbids the recipe.
     In a SecAgg+ round the instructions arrive in Flower's FitIns shape (through `secaggplus_mod`,
-    which masks the reply before it leaves the node)."""
+    which masks the reply before it leaves the node); a refusal there is an error reply."""
+    from medpriv.train.federated.policy import ClientRefusal
+
     if "fitins.config" in msg.content.config_records:
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         config = dict(fitins.config)
@@ -112,7 +134,14 @@ def train(msg: Message, context: Context) -> Message:
         )
         return Message(content=compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
     config = dict(msg.content["config"])
-    update = _local_update(config, msg.content["arrays"].to_numpy_ndarrays(), context)
+    try:
+        update = _local_update(config, msg.content["arrays"].to_numpy_ndarrays(), context)
+    except ClientRefusal as refusal:
+        print(f"[medpriv] refused round {config.get('round')}: {refusal}", flush=True)
+        return Message(
+            content=RecordDict({"refusal": ConfigRecord({"reason": str(refusal)})}),
+            reply_to=msg,
+        )
     return Message(
         content=RecordDict(
             {
@@ -127,11 +156,15 @@ def train(msg: Message, context: Context) -> Message:
 def _local_update(
     config: dict[str, Any], weights: list[np.ndarray], context: Context
 ) -> ClientUpdate:
-    from medpriv.train.federated.client import LocalRecipe, train_client
+    """A plain round with the server's seed, or a DP round under this node's own policy,
+    ledger and noise (`ClientRefusal` when the policy forbids it)."""
+    from medpriv.train.federated.client import LocalRecipe, private_round, train_client
     from medpriv.train.federated.job import client_arrays
+    from medpriv.train.federated.policy import ClientPolicy
 
     data, site, split_seed = _node_settings(context)
     recipe = LocalRecipe.from_config(config)
+    policy = ClientPolicy.from_node_config(context.node_config) if recipe.private else None
     x, y = client_arrays(
         data,
         site=site,
@@ -140,13 +173,53 @@ def _local_update(
         preprocessor_state=json.loads(str(config["preprocessor"])),
         one_per_unit=recipe.private,
     )
-    return train_client(weights, x, y, recipe=recipe, seed=int(config["seed"]))
+    if policy is None:
+        return train_client(weights, x, y, recipe=recipe, seed=int(config["seed"]))
+    round_number = int(config["round"])
+    planned = int(config.get("planned-rounds", round_number))
+    with _ledger(context) as ledger:  # charged before training; kept if training fails
+        return private_round(
+            weights,
+            x,
+            y,
+            recipe=recipe,
+            policy=policy,
+            ledger=ledger,
+            client=_site_name(context),
+            run=str(context.run_id),
+            round_number=round_number,
+            rounds_left=max(1, planned - round_number + 1),
+        )
+
+
+@contextlib.contextmanager
+def _ledger(context: Context) -> Iterator[PrivacyLedger]:
+    """This node's ledger: the file its node config names (across runs), else the run's
+    context (this run only)."""
+    from medpriv.train.federated.policy import LEDGER_KEY, PrivacyLedger, ledger_file
+
+    path = _opt_str(context.node_config.get(LEDGER_KEY))
+    if path is not None:
+        with ledger_file(path) as ledger:
+            yield ledger
+        return
+    saved = context.state.config_records.get(LEDGER_KEY)
+    ledger = PrivacyLedger() if saved is None else PrivacyLedger.from_json(str(saved["entries"]))
+    try:
+        yield ledger
+    finally:
+        context.state[LEDGER_KEY] = ConfigRecord({"entries": ledger.to_json()})
 
 
 def _update_metrics(update: ClientUpdate) -> dict[str, int | float]:
-    return {
+    metrics: dict[str, int | float] = {
         "num-examples": update.n_examples,
         "steps": update.steps,
         "train-loss": -1.0 if update.train_loss is None else update.train_loss,
         "sample-rate": -1.0 if update.sample_rate is None else update.sample_rate,
     }
+    if update.epsilon is not None:  # a DP client's own report
+        metrics["epsilon"] = float(update.epsilon)
+        metrics["delta"] = float(update.delta or 0.0)
+        metrics["reproducible-noise"] = 1.0 if update.noise == "reproducible" else 0.0
+    return metrics

@@ -57,6 +57,8 @@ class FederatedJob:
     secagg: bool = False  # SecAgg+: the coordinator sees only the aggregate of each round
     secagg_shares: float = 1.0  # SecAggSettings.shares
     secagg_threshold: float = 0.67  # SecAggSettings.threshold
+    # fedavg-cdp: write each round's participants to the history; ε then uses q = 1
+    publish_participants: bool = False
 
     def __post_init__(self) -> None:
         if self.secagg and self.method == "fedavg-cdp":

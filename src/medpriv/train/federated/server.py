@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from medpriv.errors import CheckpointError
 from medpriv.metrics import auroc
 from medpriv.models import MLP
+from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 from medpriv.train.federated.client import ClientUpdate
 from medpriv.train.federated.strategy import Strategy
@@ -34,15 +35,17 @@ def select_clients(
     min_clients: int,
     seed: int,
     round_number: int,
-    poisson: bool = False,
+    participation: NoiseSource | None = None,
 ) -> list[str]:
-    """The round's clients, drawn from (seed, round) alone: max(min_clients, ⌈fraction·N⌉) of
-    them (at most N); or, with `poisson` (client-level DP), each client independently with
-    probability `fraction` (possibly none)."""
+    """The round's clients: max(min_clients, ⌈fraction·N⌉) of them (at most N), drawn from
+    (seed, round) alone — no guarantee rests on this choice; or, with `participation` (the
+    coordinator's noise source, client-level DP), each client independently with probability
+    `fraction` (possibly none), drawn from that source and never from the seed."""
     pool = sorted(names)
+    if participation is not None:
+        joins = participation.bernoulli_np(len(pool), fraction)
+        return [name for name, joined in zip(pool, joins, strict=True) if joined]
     rng = np.random.default_rng([seed, round_number])
-    if poisson:
-        return [name for name, u in zip(pool, rng.random(len(pool)), strict=True) if u < fraction]
     k = min(len(pool), max(min_clients, math.ceil(fraction * len(pool))))
     return sorted(rng.choice(np.array(pool, dtype=object), size=k, replace=False).tolist())
 
@@ -54,10 +57,12 @@ def finish_round(
     *,
     round_number: int,
     min_clients: int,
+    quiet: bool = False,
 ) -> tuple[Weights, dict[str, Any]]:
     """(new global weights, the round's record). A reply is a ClientUpdate or, for a client that
-    failed or did not answer, the reason as text. Malformed updates are rejected with a logged
-    reason; with fewer than `min_clients` accepted updates the global model stays as it was."""
+    failed, refused or did not answer, the reason as text. Malformed updates are rejected with a
+    logged reason (not logged with `quiet`: who took part may not be disclosed); with fewer than
+    `min_clients` accepted updates the global model stays as it was."""
     accepted: dict[str, ClientUpdate] = {}
     dropped: dict[str, str] = {}
     for name, reply in sorted(replies.items()):
@@ -71,7 +76,7 @@ def finish_round(
             dropped[name] = "rejected: " + "; ".join(problems)
         else:
             accepted[name] = reply
-    for name, reason in dropped.items():
+    for name, reason in dropped.items() if not quiet else ():
         log.info("round %d: client %s left out: %s", round_number, name, reason)
     aggregated = len(accepted) >= min_clients
     weights = (
@@ -88,7 +93,15 @@ def finish_round(
         bytes_down=n_bytes(global_weights) * len(replies),
         bytes_up=sum(n_bytes(u.weights) for u in accepted.values()),
     )
+    reports = {name: _report(u) for name, u in accepted.items() if u.epsilon is not None}
+    if reports:
+        record["client_privacy"] = reports
     return weights, record
+
+
+def _report(update: ClientUpdate) -> dict[str, Any]:
+    """What a DP client reported of its own accountant: ε so far in this run, at its δ."""
+    return {"epsilon": update.epsilon, "delta": update.delta, "noise": update.noise}
 
 
 def finish_secure_round(
@@ -133,8 +146,28 @@ def finish_secure_round(
         bytes_down=outcome.bytes_down,
         bytes_up=outcome.bytes_up,
     )
+    reports = {
+        name: report
+        for name, m in outcome.metrics.items()
+        if name in sizes and (report := report_from_metrics(m)) is not None
+    }
+    if reports:
+        record["client_privacy"] = reports
     record["secure_aggregation"] = "SecAgg+" if outcome.halted is None else outcome.halted
     return weights, record
+
+
+def report_from_metrics(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A DP client's own ε report from its reply metrics (None for a plain client)."""
+    epsilon = float(metrics.get("epsilon", -1.0))
+    if epsilon < 0:
+        return None
+    reproducible = float(metrics.get("reproducible-noise", 0.0)) > 0
+    return {
+        "epsilon": epsilon,
+        "delta": float(metrics["delta"]),
+        "noise": "reproducible" if reproducible else "csprng",
+    }
 
 
 def _round_record(
@@ -196,22 +229,27 @@ def save_federation(
     history: list[dict],
     strategy: Strategy,
     meta: dict[str, Any],
+    ledgers: Mapping[str, str] | None = None,
 ) -> None:
     """The coordinator's state after a round: global and best weights, strategy state,
-    history, and `meta` (what a resume must match)."""
+    history, `meta` (what a resume must match) and, in process, the simulated clients' privacy
+    ledgers (name -> JSON; a deployment's clients keep their own). No noise state: every
+    resume draws from a fresh source."""
     state = {f"w{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(weights)}
     state.update({f"b{i}": torch.from_numpy(np.asarray(w)) for i, w in enumerate(best)})
     state.update({f"s_{k}": torch.from_numpy(np.asarray(v)) for k, v in strategy.state().items()})
-    save_checkpoint(path, state=state, meta={**meta, "history": history})
+    extra = {"client_ledgers": dict(ledgers)} if ledgers else {}
+    save_checkpoint(path, state=state, meta={**meta, "history": history, **extra})
 
 
 def load_federation(
     path: Path, *, strategy: Strategy, meta: dict[str, Any]
-) -> tuple[Weights, Weights, list[dict]]:
-    """(global weights, best weights, history) from `save_federation`; the strategy's state is
-    restored in place. A checkpoint written with other `meta` is refused."""
+) -> tuple[Weights, Weights, list[dict], dict[str, str]]:
+    """(global weights, best weights, history, client ledgers) from `save_federation`; the
+    strategy's state is restored in place. A checkpoint written with other `meta` is refused."""
     state, saved = load_checkpoint(path)
     history = saved.pop("history", [])
+    ledgers = saved.pop("client_ledgers", {})
     saved.pop("format", None)
     changed = sorted(k for k in set(meta) | set(saved) if meta.get(k) != saved.get(k))
     if changed:
@@ -225,4 +263,5 @@ def load_federation(
         [state[f"w{i}"].numpy() for i in range(n)],
         [state[f"b{i}"].numpy() for i in range(n)],
         list(history),
+        dict(ledgers),
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.federated.client import ClientUpdate
 from medpriv.train.federated.weights import Weights, weighted_mean
 
@@ -84,12 +85,13 @@ class DPFedAvg:
     clipped to L2 norm `clip` (over all arrays together), the clipped updates are summed, Gaussian
     noise N(0, (σ·clip)²) is added to every coordinate, and the sum is divided by the expected
     number of clients q·N (a fixed denominator, so one client changes the mean by at most
-    clip/(qN)). Every client counts equally. The noise is drawn from (seed, round)."""
+    clip/(qN)). Every client counts equally. The noise comes from `noise`, the coordinator's
+    source: fresh from the CSPRNG for every run and every resume, never saved."""
 
     clip: float
     noise_multiplier: float
     expected_clients: float
-    seed: int
+    noise: NoiseSource
     name: str = "dp-fedavg"
     rounds_done: int = 0
 
@@ -105,10 +107,9 @@ class DPFedAvg:
             factor = min(1.0, self.clip / (norm + 1e-12))
             for acc, d in zip(total, delta, strict=True):
                 acc += factor * d
-        rng = np.random.default_rng([self.seed, self.rounds_done])
         std = self.noise_multiplier * self.clip
         return [
-            (g + (acc + rng.normal(0.0, std, size=g.shape)) / self.expected_clients).astype(
+            (g + (acc + self.noise.gaussian_np(g.shape, std)) / self.expected_clients).astype(
                 np.float32
             )
             for g, acc in zip(global_weights, total, strict=True)

@@ -30,12 +30,19 @@ from medpriv.data.splits import Splits
 from medpriv.errors import PrivacyError
 from medpriv.models import MLP
 from medpriv.privacy.plan import VALIDATION_CAVEAT, apply_unit_policy
+from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.statement import PrivacySpent
-from medpriv.train.base import TRAINERS, Cost, TrainedModel
+from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.engine.mlp import finish_scorer, prepare
-from medpriv.train.federated.client import LocalRecipe
+from medpriv.train.federated.client import LocalClient, LocalRecipe
 from medpriv.train.federated.engine import initial_weights, run_rounds
-from medpriv.train.federated.private import ClientLevelAccountant, SampleLevelAccountant
+from medpriv.train.federated.policy import ClientPolicy, PrivacyLedger
+from medpriv.train.federated.private import (
+    ClientLevelAccountant,
+    SampleLevelAccountant,
+    refusal_caveats,
+    unit_site_groups,
+)
 from medpriv.train.federated.server import (
     best_of,
     better_round,
@@ -43,24 +50,32 @@ from medpriv.train.federated.server import (
     save_federation,
 )
 from medpriv.train.federated.strategy import Strategy, make_strategy
-from medpriv.train.federated.weights import Weights, set_weights
+from medpriv.train.federated.weights import Weights, n_bytes, set_weights
 from medpriv.train.loop import EpochCallback
 
 
 @dataclass
 class _Plan:
     """What differs between the federated methods: the client recipe, the aggregation, the
-    client sampling and the accountant (None for the non-private method)."""
+    client sampling (`participation`: Poisson from this source), the accountant (None for the
+    non-private method) and, for DP clients, their own policy and ledgers."""
 
     recipe: LocalRecipe
     strategy: Strategy
     min_clients: int
-    poisson_clients: bool = False
+    participation: NoiseSource | None = None
     accountant: SampleLevelAccountant | ClientLevelAccountant | None = None
+    policy: ClientPolicy | None = None
+    ledgers: dict[str, PrivacyLedger] | None = None
+
+    @property
+    def hidden(self) -> bool:
+        """Who takes part in each round may not be disclosed (client-level DP amplification)."""
+        return isinstance(self.accountant, ClientLevelAccountant) and self.accountant.hidden
 
 
 @TRAINERS.register("fedavg")
-class FedAvgTrainer:
+class FedAvgTrainer(Trainer):
     """Federated averaging (or FedProx / FedAdam, by `federated.strategy`) over the clients."""
 
     method = "fedavg"
@@ -68,15 +83,31 @@ class FedAvgTrainer:
     private = False
 
     def __init__(
-        self, federated: FederatedConfig | None = None, *, epsilon_each_round: bool = True
+        self,
+        federated: FederatedConfig | None = None,
+        *,
+        epsilon_each_round: bool = True,
+        attacker_simulation: bool = False,
+        publish_participants: bool = False,
     ) -> None:
         self.federated = federated or FederatedConfig()
         self.epsilon_each_round = epsilon_each_round
+        # An attacker's copy of the training (shadow models): replayable noise from the seed,
+        # the same plan and accounting as the model it imitates. Never for a released model.
+        self.attacker_simulation = attacker_simulation
+        # fedavg-cdp: write each round's participants to the history (ε then has q = 1).
+        self.publish_participants = publish_participants
 
     def for_shadows(self) -> FedAvgTrainer:
-        """The same training without the per-round ε in the history (one accountant call per
-        client per round, most of a private fit's time); the final ε is still computed."""
-        return type(self)(self.federated, epsilon_each_round=False)
+        """The attacker's copy of this training: replayable noise seeded by the shadow's seed,
+        and no per-round ε in the history (one accountant call per client per round, most of a
+        private fit's time); the final ε is still computed."""
+        return type(self)(
+            self.federated,
+            epsilon_each_round=False,
+            attacker_simulation=True,
+            publish_participants=self.publish_participants,
+        )
 
     def planned_epochs(self, config: TrainConfig) -> int:
         """What the progress bar counts: rounds."""
@@ -91,6 +122,7 @@ class FedAvgTrainer:
         n_units: int,
         unit: str,
         seed: int,
+        units: dict[str, Any],
     ) -> _Plan:
         fed = self.federated
         if fed.strategy == "fedprox":
@@ -124,7 +156,6 @@ class FedAvgTrainer:
         pre, data = prepare(splits, fit_on="val")
         parts = partition(splits.train, fed.partition, seed=seed, min_size=fed.min_client_size)
         x_train, y_train = data.x_train.numpy(), data.y_train.numpy()
-        clients = {name: (x_train[rows], y_train[rows]) for name, rows in parts.clients.items()}
         plan = self._plan(
             LocalRecipe.from_train_config(config),
             parts.sizes(),
@@ -132,8 +163,21 @@ class FedAvgTrainer:
             n_units=splits.train.n_units,
             unit=splits.train.unit_name,
             seed=seed,
+            units={name: splits.train.unit_ids[rows] for name, rows in parts.clients.items()},
         )
         recipe, strategy, accountant = plan.recipe, plan.strategy, plan.accountant
+        ledgers = plan.ledgers or {}
+        clients = {
+            name: LocalClient(
+                name,
+                x_train[rows],
+                y_train[rows],
+                policy=plan.policy or ClientPolicy(),
+                ledger=ledgers.get(name, PrivacyLedger()),
+                report_epsilon=self.epsilon_each_round,
+            )
+            for name, rows in parts.clients.items()
+        }
         meta = {
             "method": self.method,
             "seed": seed,
@@ -149,7 +193,12 @@ class FedAvgTrainer:
         weights = _initial(data.x_train.shape[1], config, seed, data.y_val)
         best, history = weights, []
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            weights, best, history = load_federation(Path(checkpoint), strategy=strategy, meta=meta)
+            weights, best, history, saved = load_federation(
+                Path(checkpoint), strategy=strategy, meta=meta
+            )
+            for name, text in saved.items():  # the simulated clients' own ledgers
+                if name in ledgers:
+                    ledgers[name].entries[:] = PrivacyLedger.from_json(text).entries
             for record in history if accountant is not None else []:
                 accountant.after_round(record, report=False)
         best_record = best_of(history)
@@ -159,6 +208,8 @@ class FedAvgTrainer:
             record = {"epoch": round_number, **record}
             if accountant is not None:
                 record.update(accountant.after_round(record, report=self.epsilon_each_round))
+            if isinstance(accountant, ClientLevelAccountant):
+                record = accountant.redact(record)
             if better_round(record, best_record):
                 best, best_record = new, record
             history.append(record)
@@ -170,6 +221,7 @@ class FedAvgTrainer:
                     history=history,
                     strategy=strategy,
                     meta=meta,
+                    ledgers={name: ledger.to_json() for name, ledger in ledgers.items()},
                 )
             if on_epoch is not None:
                 on_epoch(round_number, record)
@@ -186,13 +238,14 @@ class FedAvgTrainer:
             validation=(data.x_val.numpy(), data.y_val.numpy()),
             start_round=len(history) + 1,
             on_round=after_round,
-            poisson_clients=plan.poisson_clients,
+            participation=plan.participation,
+            quiet=plan.hidden,
         )
         network = MLP(data.x_train.shape[1], recipe.hidden)
         set_weights(network, best)
         scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
         spent = (
-            accountant.spent(caveats)
+            accountant.spent([*caveats, *refusal_caveats(history)])
             if accountant is not None
             else PrivacySpent(unit=splits.train.unit_name, sampling="shuffle")
         )
@@ -212,7 +265,7 @@ class FedAvgTrainer:
             "proximal_mu": recipe.proximal_mu,
             "server_lr": fed.server_lr if strategy.name == "fedadam" else None,
             "fraction": fed.fraction,
-            "client_sampling": "poisson" if plan.poisson_clients else "fixed size",
+            "client_sampling": "poisson" if plan.participation is not None else "fixed size",
             "min_clients": plan.min_clients,
             "engine": fed.engine,
             "partition": fed.partition,
@@ -227,6 +280,19 @@ class FedAvgTrainer:
         elif isinstance(accountant, ClientLevelAccountant):
             params["noise_multiplier"] = accountant.sigma
             params["update_clip"] = privacy.max_grad_norm if privacy else None
+            params["participation"] = (
+                "withheld" if accountant.hidden else "published" if accountant.sampled else "all"
+            )
+            params["accounted_sample_rate"] = accountant.sample_rate
+        if plan.hidden:  # exact byte counts would reveal how many sites took part
+            each_way = accountant.expected_bytes(n_bytes(best)) * len(history)
+            up = down = each_way
+            params["bytes_note"] = (
+                "expected values: exact counts would reveal which sites took part in each round"
+            )
+        else:
+            up = int(sum(r["bytes_up"] for r in history))
+            down = int(sum(r["bytes_down"] for r in history))
         return TrainedModel(
             method=self.method,
             preprocessor=pre,
@@ -235,9 +301,9 @@ class FedAvgTrainer:
             privacy=spent,
             cost=Cost(
                 train_seconds=time.perf_counter() - start,
-                bytes_communicated=int(sum(r["bytes_up"] + r["bytes_down"] for r in history)),
-                bytes_up=int(sum(r["bytes_up"] for r in history)),
-                bytes_down=int(sum(r["bytes_down"] for r in history)),
+                bytes_communicated=up + down,
+                bytes_up=up,
+                bytes_down=down,
                 epochs=len(history),
             ),
             params=params,
@@ -252,7 +318,9 @@ class FedAvgDPTrainer(FedAvgTrainer):
     recipe = FEDAVG_DP_RECIPE
     private = True
 
-    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed):  # type: ignore[override]
+    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units):  # type: ignore[override]
+        reproducible = bool(privacy.reproducible_noise or self.attacker_simulation)
+        ledgers = {name: PrivacyLedger() for name in sizes}
         accountant = SampleLevelAccountant(
             sizes=sizes,
             recipe=recipe,
@@ -260,31 +328,49 @@ class FedAvgDPTrainer(FedAvgTrainer):
             privacy=privacy,
             n_units=n_units,
             unit=unit,
+            ledgers=ledgers,
+            unit_sites=unit_site_groups(units),
+            noise_kind="reproducible" if reproducible else "csprng",
         )
-        strategy = make_strategy("fedavg")
         return _Plan(
-            accountant.private_recipe(), strategy, self.federated.min_clients, False, accountant
+            accountant.private_recipe(),
+            make_strategy("fedavg"),
+            self.federated.min_clients,
+            accountant=accountant,
+            policy=accountant.client_policy(seed=seed, reproducible=reproducible),
+            ledgers=ledgers,
         )
 
 
 @TRAINERS.register("fedavg-cdp")
 class FedAvgCDPTrainer(FedAvgTrainer):
-    """Client-level DP (DP-FedAvg): clipped updates, Gaussian noise at the server, clients
-    sampled by Poisson with rate `federated.fraction`; unit = site."""
+    """Client-level DP (DP-FedAvg): clipped updates, Gaussian noise at the server from a fresh
+    CSPRNG source, sites sampled by Poisson with rate `federated.fraction` from the same source;
+    unit = site. Each round's participants are withheld from the history (so ε may use
+    q = fraction) unless `publish_participants`; no per-site loss is ever published."""
 
     method = "fedavg-cdp"
     recipe = FEDAVG_CDP_RECIPE
     private = True
 
-    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed):  # type: ignore[override]
+    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units):  # type: ignore[override]
+        noise = NoiseSource.for_run(
+            reproducible=bool(privacy.reproducible_noise or self.attacker_simulation), seed=seed
+        )
         accountant = ClientLevelAccountant(
             n_clients=len(sizes),
-            sample_rate=self.federated.fraction,
+            fraction=self.federated.fraction,
             rounds=self.federated.rounds,
             privacy=privacy,
-            seed=seed,
+            n_units=n_units,
+            noise=noise,
+            publish_participants=self.publish_participants,
+            simulation=self.attacker_simulation,
+            data_unit=unit,
         )
-        return _Plan(recipe, accountant.strategy(), 0, True, accountant)
+        return _Plan(
+            recipe, accountant.strategy(), 0, accountant.participation(), accountant=accountant
+        )
 
 
 def _initial(in_features: int, config: TrainConfig, seed: int, y_val: torch.Tensor) -> Weights:
