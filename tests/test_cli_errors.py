@@ -284,3 +284,13 @@ def test_extract_writes_the_cohort_csv(tmp_path):
     assert written["unit_id"].is_unique
     np.testing.assert_array_equal(written["label"].to_numpy(), source["died"].to_numpy())
     np.testing.assert_allclose(written["age"].to_numpy(), source["age"].to_numpy())
+
+
+def test_no_typer_app_shows_local_variables_on_errors():
+    """Typer's default exception display prints locals, which may hold patient rows."""
+    from medpriv.cli import data_app
+    from medpriv.cli_fl import fl_app
+    from medpriv.cli_sl import sl_app
+
+    for typer_app in (app, data_app, fl_app, sl_app):
+        assert typer_app.pretty_exceptions_show_locals is False

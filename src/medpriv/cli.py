@@ -16,12 +16,15 @@ from medpriv.config import QUICK, ExperimentConfig, load_config
 from medpriv.errors import MedprivError
 
 app = typer.Typer(
+    pretty_exceptions_show_locals=False,  # locals may hold patient rows
     add_completion=False,
     no_args_is_help=True,
     help="Private clinical prediction models, and measurements of how much they leak.",
 )
 data_app = typer.Typer(
-    no_args_is_help=True, help="Write synthetic MIMIC-III tables or extract cohorts."
+    pretty_exceptions_show_locals=False,  # locals may hold patient rows
+    no_args_is_help=True,
+    help="Write synthetic MIMIC-III tables or extract cohorts.",
 )
 app.add_typer(data_app, name="data")
 app.add_typer(fl_app, name="fl")

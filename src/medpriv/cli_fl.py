@@ -19,6 +19,7 @@ from medpriv.cli_common import one_line_errors
 from medpriv.errors import MedprivError
 
 fl_app = typer.Typer(
+    pretty_exceptions_show_locals=False,  # locals may hold patient rows
     no_args_is_help=True,
     help="Federated learning on Flower: a SuperLink, one SuperNode per hospital, a run.",
 )

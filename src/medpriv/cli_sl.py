@@ -15,6 +15,7 @@ from medpriv.cli_common import one_line_errors
 from medpriv.errors import MedprivError
 
 sl_app = typer.Typer(
+    pretty_exceptions_show_locals=False,  # locals may hold patient rows
     no_args_is_help=True,
     help="Split learning over gRPC: `medpriv sl server` and `medpriv sl client`.",
 )
