@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medpriv.cli_common import one_line_errors
+from medpriv.cli_common import one_line_errors, take_debug_flag
 from medpriv.cli_fl import fl_app
 from medpriv.cli_sl import sl_app
 from medpriv.config import QUICK, ExperimentConfig, load_config
@@ -431,6 +431,7 @@ def report(
 
 
 @app.command("methods")
+@one_line_errors
 def list_methods() -> None:
     """List the registered training methods."""
     from medpriv.train.base import TRAINERS, get_trainer
@@ -441,7 +442,7 @@ def list_methods() -> None:
 
 
 def main() -> None:
-    app(prog_name="medpriv")
+    app(args=take_debug_flag(sys.argv[1:]), prog_name="medpriv")
 
 
 if __name__ == "__main__":

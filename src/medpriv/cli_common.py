@@ -1,20 +1,67 @@
-"""What every `medpriv` command shares: expected failures as one line and exit code 2."""
+"""What every `medpriv` command shares: expected failures as one line (exit 2), unexpected ones
+as one line naming only the exception's type and module (exit 3), never a local variable or a
+message that may carry a patient's values; `--debug` shows the traceback (still without locals).
+"""
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import click
 import typer
 
 from medpriv.errors import MedprivError
 
 F = TypeVar("F", bound=Callable[..., Any])
+BAD_INPUT_EXIT = 2
+INTERNAL_ERROR_EXIT = 3
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "MEDPRIV_DEBUG"
+
+
+def debugging() -> bool:
+    """True when the user asked for tracebacks (`--debug` anywhere, or MEDPRIV_DEBUG=1)."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def take_debug_flag(argv: list[str]) -> list[str]:
+    """`argv` without `--debug`, which switches `debugging()` on for this process (the flag is
+    accepted after any command, so "rerun with --debug" works wherever the user types it)."""
+    if DEBUG_FLAG not in argv:
+        return argv
+    os.environ[DEBUG_ENV] = "1"
+    return [arg for arg in argv if arg != DEBUG_FLAG]
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """One line naming the exception's type and where it was raised: never its message, which
+    may quote a value from the data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    module = _module_of(frames[-1].filename) if frames else "medpriv"
+    return (
+        f"internal error: {type(exc).__name__} in {module}; rerun with {DEBUG_FLAG} for a traceback"
+    )
+
+
+def _module_of(filename: str) -> str:
+    path = filename.replace(os.sep, "/")
+    for marker in ("/site-packages/", "/src/"):
+        if marker in path:
+            path = path.rsplit(marker, 1)[1]
+            break
+    else:
+        path = path.rsplit("/", 1)[-1]
+    return path.removesuffix(".py").replace("/", ".")
 
 
 def one_line_errors(func: F) -> F:
-    """Expected failures print one `error:` line and exit 2 instead of a traceback."""
+    """Expected failures print one `error:` line and exit 2; anything else prints one
+    `error: internal error: ...` line and exits 3 (traceback without locals with `--debug`)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -22,6 +69,13 @@ def one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except MedprivError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(BAD_INPUT_EXIT) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the catch-all the CLI promises
+            if debugging():
+                traceback.print_exception(exc, file=sys.stderr)  # no locals, ever
+            typer.echo(f"error: {internal_error_line(exc)}", err=True)
+            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     return wrapper  # type: ignore[return-value]

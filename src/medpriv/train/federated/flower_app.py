@@ -67,6 +67,7 @@ from medpriv.train.federated.server import (
 )
 from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights
+from medpriv.untrusted import printable
 
 server_app = ServerApp()
 
@@ -201,7 +202,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         )
         for site, reason in sorted((record.get("dropped") or {}).items()):
             if reason.startswith("refused"):
-                print(f"[medpriv]   {site} {reason}", flush=True)
+                print(f"[medpriv]   {printable(site)} {printable(reason)}", flush=True)
     np.savez(out / "final.npz", *weights)
     np.savez(out / "best.npz", *best)
     (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
@@ -337,7 +338,7 @@ def _discover(grid: Grid, job: FederatedJob, shared: dict) -> tuple[dict[str, in
     sizes: dict[str, int] = {}
     for node, reply in replies.items():
         if isinstance(reply, str):
-            print(f"[medpriv] node {node} left out: {reply}", flush=True)
+            print(f"[medpriv] node {node} left out: {printable(reply)}", flush=True)
             continue
         name = str(reply.content["site"]["name"])
         if name in sites:

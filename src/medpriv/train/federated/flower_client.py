@@ -34,6 +34,7 @@ from flwr.compat.common import recorddict_compat as compat
 
 from medpriv.errors import ProtocolError
 from medpriv.train.federated.secagg import secagg_mod
+from medpriv.untrusted import printable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -137,7 +138,7 @@ def train(msg: Message, context: Context) -> Message:
     try:
         update = _local_update(config, msg.content["arrays"].to_numpy_ndarrays(), context)
     except ClientRefusal as refusal:
-        print(f"[medpriv] refused round {config.get('round')}: {refusal}", flush=True)
+        print(f"[medpriv] refused round {printable(config.get('round'))}: {refusal}", flush=True)
         return Message(
             content=RecordDict({"refusal": ConfigRecord({"reason": str(refusal)})}),
             reply_to=msg,

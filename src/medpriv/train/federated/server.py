@@ -21,6 +21,7 @@ from medpriv.train.checkpoint import load_checkpoint, save_checkpoint
 from medpriv.train.federated.client import ClientUpdate
 from medpriv.train.federated.strategy import Strategy
 from medpriv.train.federated.weights import Weights, n_bytes, set_weights, update_problems
+from medpriv.untrusted import printable
 
 if TYPE_CHECKING:  # Flower is imported only where SecAgg+ runs
     from medpriv.train.federated.secagg import SecureRound
@@ -77,7 +78,9 @@ def finish_round(
         else:
             accepted[name] = reply
     for name, reason in dropped.items() if not quiet else ():
-        log.info("round %d: client %s left out: %s", round_number, name, reason)
+        log.info(
+            "round %d: client %s left out: %s", round_number, printable(name), printable(reason)
+        )
     aggregated = len(accepted) >= min_clients
     weights = (
         strategy.aggregate(global_weights, list(accepted.values()))
@@ -128,7 +131,9 @@ def finish_secure_round(
             )
             mean = None
     for name, reason in dropped.items():
-        log.info("round %d: client %s left out: %s", round_number, name, reason)
+        log.info(
+            "round %d: client %s left out: %s", round_number, printable(name), printable(reason)
+        )
     sizes = outcome.sizes if mean is not None else {}
     aggregated = mean is not None and len(sizes) >= min_clients
     weights = strategy.from_mean(global_weights, mean) if aggregated else global_weights
