@@ -90,6 +90,18 @@ def _tls(ca: Path | None, cert: Path | None, key: Path | None, *, server: bool) 
     return Tls(ca_certificate=ca, certificate=cert, key=key)
 
 
+def _output(out: Path, *inside: str) -> Path:
+    """`--out` resolved and checked before any work (a folder this process can write), and
+    cleared of temp files a killed run left there or in its `inside` folders (said in one line)."""
+    from medpriv.files import clean_output_folders, output_folder
+
+    out = output_folder(out.resolve(), option="--out")
+    note = clean_output_folders(out, *(out / name for name in inside))
+    if note:
+        typer.echo(note)
+    return out
+
+
 def _quote(text: str) -> str:
     return shlex.quote(text)
 
@@ -257,6 +269,7 @@ def run(
     from medpriv.train.federated.deployment import flwr_run
     from medpriv.train.federated.job import job_from_config
 
+    out = _output(out)
     resolved = load_config(
         config,
         {
@@ -266,7 +279,6 @@ def run(
             "run": {"attacks": []},
         },
     )
-    out = out.resolve()
     job = job_from_config(
         resolved,
         out=out,
@@ -326,6 +338,7 @@ def local(
     from medpriv.train.federated.job import job_from_config
     from medpriv.train.federated.policy import ClientPolicy
 
+    out = _output(out, "run")
     resolved = load_config(
         None,
         {
@@ -338,7 +351,6 @@ def local(
     if dataset.site_ids is None:
         raise MedprivError(f"{data} has no sites; pass --site-column for a CSV")
     names = [s for s in (sites or "").split(",") if s] or sorted({str(s) for s in dataset.site_ids})
-    out = out.resolve()
     privacy = resolved.privacy
     # Each node's own policy (a hospital would choose it): the budget is the run's budget, or
     # the target ε the coordinator calibrates σ to; its ledger lasts this run (a hospital's

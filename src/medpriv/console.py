@@ -70,7 +70,9 @@ class ConsoleListener:
         self._progress.stop()
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event == "loading":
+        if event == "cleaned":  # temp files a killed run left behind
+            self._progress.console.print(info["text"], style="yellow")
+        elif event == "loading":
             self._tasks["loading"] = self._progress.add_task(
                 "loading data", total=None, info=info["spec"]
             )

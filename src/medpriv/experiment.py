@@ -17,8 +17,9 @@ from medpriv.data.dataset import TabularDataset
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import Splits, split_by_unit
 from medpriv.errors import ConfigError, MedprivError
+from medpriv.files import clean_output_folders, output_folder, write_text_atomic
 from medpriv.metrics import choose_threshold, curves, utility_metrics
-from medpriv.results import run_entry, write_json_atomic
+from medpriv.results import results_json, run_entry
 from medpriv.train.base import TrainedModel, get_trainer
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -189,9 +190,12 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run every method for every seed; results.json is rewritten atomically after each run.
 
-    With `resume`, runs already in the folder's results.json are kept as they are and skipped,
-    and an unfinished run continues from its checkpoint. Interrupted (Ctrl-C), the document
-    keeps every finished run, is marked incomplete, and the report shows what there is.
+    The output folder is checked before any work, and temp files a killed run left there are
+    removed. With `resume`, runs already in the folder's results.json are kept as they are and
+    skipped, and an unfinished run continues from its checkpoint. Interrupted (Ctrl-C), the
+    document keeps every finished run, is marked incomplete, and the report shows what there
+    is. `complete: true` is written last, after the reports: a run killed before that is
+    finished by `resume` without recomputing.
     """
     notify = listener or (lambda event, info: None)
     trainers = {  # unknown names fail here
@@ -199,7 +203,13 @@ def run_experiment(
         for m in {parse_method(entry)[0] for entry in config.run.methods}
     }
     plan = plan_runs(config, {m: t.private for m, t in trainers.items()})
-    paths = paths or RunPaths.new(Path(config.run.out))
+    if paths is None:
+        paths = RunPaths.new(output_folder(Path(config.run.out), option="--out"))
+    else:
+        output_folder(paths.root, option="--resume" if resume else "--out")
+    cleaned = clean_output_folders(paths.root, paths.root / "checkpoints")
+    if cleaned:
+        notify("cleaned", {"text": cleaned})
     saved, finished = _previous_runs(config, paths) if resume else ({}, {})
     if dataset is None:
         notify("loading", {"spec": config.data.spec})
@@ -210,8 +220,7 @@ def run_experiment(
             f"--resume {paths.root}: the data no longer match the saved run's (records, "
             "outcome rate or cohort flow changed); start a new run instead"
         )
-    paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(to_toml(config), encoding="utf-8")
+    write_text_atomic(to_toml(config), paths.config)
     document: dict[str, Any] = {
         "medpriv_version": __version__,
         "created": saved.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -239,26 +248,28 @@ def run_experiment(
                 notify,
             )
             document["runs"].append(entry)
-            write_json_atomic(document, paths.results)
+            _save(document, paths)
             notify("run_end", {"name": spec.name, "entry": entry})
     except KeyboardInterrupt:
-        write_json_atomic(document, paths.results)
-        _write_reports(paths)
+        _save(document, paths, reports=True)
         notify("interrupted", {"paths": paths, "done": len(document["runs"]), "of": len(plan)})
         raise
     document["complete"] = True
-    write_json_atomic(document, paths.results)
-    _write_reports(paths)
+    _save(document, paths, reports=True)
     notify("done", {"paths": paths})
     return document
 
 
-def _write_reports(paths: RunPaths) -> None:
-    """report.html and report.md from results.json as written — exactly what
-    `medpriv report` later reads, so regenerating gives the same files."""
-    from medpriv.report.files import write_reports
+def _save(document: dict[str, Any], paths: RunPaths, *, reports: bool = False) -> None:
+    """results.json, and with `reports` report.html and report.md first — rendered from the
+    JSON exactly as written (what `medpriv report` later reads), and before it, so results.json
+    never says `complete` while a report is missing."""
+    text = results_json(document)
+    if reports:
+        from medpriv.report.files import write_reports
 
-    write_reports(json.loads(paths.results.read_text(encoding="utf-8")), paths.root)
+        write_reports(json.loads(text), paths.root)
+    write_text_atomic(text, paths.results)
 
 
 def _train_and_measure(

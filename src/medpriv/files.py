@@ -52,6 +52,16 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
+def clean_output_folders(*folders: Path) -> str | None:
+    """Remove stale temp files from `folders` (see `remove_stale_temporaries`); one line saying
+    what was removed, or None when there was nothing."""
+    removed = [path for folder in folders for path in remove_stale_temporaries(folder)]
+    if not removed:
+        return None
+    where = ", ".join(sorted({str(path.parent) for path in removed}))
+    return f"removed {len(removed)} temp file(s) an interrupted write left in {where}"
+
+
 def output_folder(path: Path, *, option: str = "--out") -> Path:
     """`path` as a folder medpriv can write into, created if missing; a one-line ConfigError
     naming the path and the fix when it is a file or cannot be written."""
@@ -72,13 +82,13 @@ def output_folder(path: Path, *, option: str = "--out") -> Path:
     return path
 
 
-def output_file(path: Path, *, option: str = "--out") -> Path:
+def output_file(path: Path, *, option: str = "--out", example: str = "out") -> Path:
     """`path` as a file medpriv can write (its folder created if missing); a one-line
     ConfigError naming the path and the fix when it is a folder or cannot be written."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(
-            f"{option} {path} is a folder: name a file inside it, e.g. {path / 'out'}"
+            f"{option} {path} is a folder: name a file inside it, e.g. {path / example}"
         )
     output_folder(path.parent, option=f"{option} {path}: its folder")
     return path

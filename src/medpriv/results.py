@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from medpriv.files import write_text_atomic
 from medpriv.train.base import TrainedModel
 
 RUN_KEYS = ("name", "method", "seed", "params", "utility", "privacy", "attacks", "cost")
@@ -50,20 +49,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def results_json(document: dict[str, Any]) -> str:
+    """The document as results.json holds it: strict JSON (NaN/inf as null), indented."""
+    return json.dumps(_clean(document), indent=2, allow_nan=False) + "\n"
+
+
 def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
-    """Write strict JSON via a temp file in the same directory and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(_clean(document), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `results_json(document)` to `path` atomically."""
+    return write_text_atomic(results_json(document), path)
 
 
 def validate_results(document: dict[str, Any]) -> list[str]:

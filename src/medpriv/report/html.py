@@ -19,7 +19,6 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from medpriv.report import plots, summary
-from medpriv.report.files import write_text_atomic
 from medpriv.report.frontier import frontier
 from medpriv.report.plots import number
 
@@ -905,4 +904,6 @@ def render_report(results: dict) -> str:
 
 def write_report(results: dict, path: Path) -> Path:
     """Render and write the report atomically (temp file in the same directory, then rename)."""
+    from medpriv.files import write_text_atomic  # here: rendering needs no other medpriv module
+
     return write_text_atomic(render_report(results), path)

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medpriv.errors import CheckpointError
+from medpriv.files import write_atomic
 
 FORMAT = "medpriv-checkpoint-1"
 
 
 def save_checkpoint(path: Path, *, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write `state` (tensors, state dicts) and JSON-able `meta` atomically (temp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `state` (tensors, state dicts) and JSON-able `meta` atomically, readable by the
+    owner only (model weights can leak training records)."""
     payload = {**state, "meta": json.dumps({"format": FORMAT, **meta})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(Path(path), lambda handle: torch.save(payload, handle), mode=0o600)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medpriv.files import write_text_atomic
 from medpriv.processes import Process, ProcessError, free_port, wait_until
 
 if TYPE_CHECKING:
@@ -228,8 +229,7 @@ def wait_for_nodes(nodes: list[Process], *, timeout: float = 60) -> None:
 
 def write_app(folder: Path) -> Path:
     """The Flower app folder `flwr run` ships: a pyproject naming medpriv's components."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+    write_text_atomic(APP_PYPROJECT, folder / "pyproject.toml")
     return folder
 
 
@@ -264,14 +264,17 @@ def flwr_run(
     job_path: Path,
     timeout: float = 600,
     tls: Tls | None = None,
+    ls_timeout: float = 60,
 ) -> RunOutcome:
     """`flwr run --stream` the medpriv app with this job; the status comes from `flwr ls`
-    (flwr run exits 0 even when the run failed)."""
+    (flwr run exits 0 even when the run failed). A run still going after `timeout` seconds is
+    stopped on the SuperLink and a one-line DeploymentError raised; so is a `flwr ls` that does
+    not answer."""
     home = workdir / "home" / "cli"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(cli_config(superlink, tls), encoding="utf-8")
+    write_text_atomic(cli_config(superlink, tls), home / "config.toml")
     app = write_app(workdir / "app")
     env = flower_env(home)
+    log_path = workdir / "logs" / "flwr-run.log"
     command = [
         executable("flwr"),
         "run",
@@ -285,28 +288,80 @@ def flwr_run(
         done = subprocess.run(
             command, env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
-        log = done.stdout + done.stderr
     except subprocess.TimeoutExpired as exc:
-        log = f"{exc.stdout or ''}{exc.stderr or ''}\nflwr run timed out after {timeout:g} s"
-    (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    (workdir / "logs" / "flwr-run.log").write_text(log, encoding="utf-8")
-    found = re.search(r"Successfully started run (\d+)", log)
-    if found is None:
+        log = f"{_text(exc.stdout)}{_text(exc.stderr)}\nflwr run timed out after {timeout:g} s\n"
+        run_id = _started_run(log)
+        stopped = "" if run_id is None else stop_run(run_id, env)
+        write_text_atomic(log + stopped, log_path)
+        what = "before a run started" if run_id is None else _stop_summary(run_id, stopped)
+        raise DeploymentError(
+            f"flwr run timed out after {timeout:g} s {what}; log: {log_path}"
+        ) from None
+    log = done.stdout + done.stderr
+    write_text_atomic(log, log_path)
+    run_id = _started_run(log)
+    if run_id is None:
         return RunOutcome(None, None, "the run was not started", log)
-    run_id = int(found.group(1))
-    listing = subprocess.run(
-        [executable("flwr"), "ls", "local", "--run-id", str(run_id), "--format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    try:
+        listing = subprocess.run(
+            [executable("flwr"), "ls", "local", "--run-id", str(run_id), "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=ls_timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DeploymentError(
+            f"flwr ls did not answer within {ls_timeout:g} s, so the status of run {run_id} is "
+            f"unknown: check the SuperLink at {superlink}; log: {log_path}"
+        ) from None
     try:
         run = json.loads(listing.stdout)["runs"][0]
         return RunOutcome(run_id, run["status"], run.get("status-details"), log)
     except (ValueError, KeyError, IndexError):
         return RunOutcome(run_id, None, f"cannot read flwr ls: {listing.stdout[-500:]}", log)
+
+
+STOPPED = "flwr stop: stopped"
+
+
+def stop_run(run_id: int, env: dict[str, str], *, timeout: float = 60) -> str:
+    """`flwr stop RUN_ID` on the SuperLink of `env`'s CLI config; a log line saying what
+    happened (`STOPPED` when the SuperLink confirmed)."""
+    try:
+        done = subprocess.run(
+            [executable("flwr"), "stop", str(run_id), "local"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"flwr stop: no answer within {timeout:g} s\n"
+    if done.returncode != 0:
+        return f"flwr stop: exit {done.returncode}\n{done.stdout}{done.stderr}\n"
+    return STOPPED + "\n"
+
+
+def _stop_summary(run_id: int, stopped: str) -> str:
+    if stopped.startswith(STOPPED):
+        return f"and run {run_id} was stopped on the SuperLink"
+    return f"and stopping run {run_id} failed: stop it with `flwr stop {run_id}`"
+
+
+def _started_run(log: str) -> int | None:
+    """The run id `flwr run` printed, if it got that far."""
+    found = re.search(r"Successfully started run (\d+)", log)
+    return None if found is None else int(found.group(1))
+
+
+def _text(output: str | bytes | None) -> str:
+    """Output a timed-out subprocess left (bytes on POSIX, even with text=True)."""
+    if isinstance(output, bytes):
+        return output.decode("utf-8", errors="replace")
+    return output or ""
 
 
 class LocalFederation:

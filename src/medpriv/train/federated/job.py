@@ -30,6 +30,7 @@ from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ConfigError, DataSchemaError
+from medpriv.files import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,8 @@ class FederatedJob:
         return PrivacyConfig(**self.privacy)
 
     def write(self, path: Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-        return path
+        """The job as JSON at `path`, atomically."""
+        return write_text_atomic(json.dumps(asdict(self), indent=2), Path(path))
 
     @classmethod
     def read(cls, path: Path) -> FederatedJob:
