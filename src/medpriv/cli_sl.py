@@ -13,6 +13,16 @@ import typer
 
 from medpriv.cli_common import one_line_errors
 from medpriv.errors import MedprivError
+from medpriv.train.split.limits import (
+    CONNECTION_MINUTES,
+    IDLE_MINUTES,
+    MAX_LAYERS,
+    MAX_PARAMETERS,
+    MAX_SESSIONS,
+    MAX_WIDTH,
+    REQUEST_SECONDS,
+    SESSIONS_PER_TOKEN,
+)
 
 sl_app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold patient rows
@@ -39,31 +49,73 @@ def server(
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port, printed)")] = 9300,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     token_file: Annotated[
-        Path | None, typer.Option(help="file holding the shared token (or $MEDPRIV_SL_TOKEN)")
+        Path | None,
+        typer.Option(
+            help="file holding the shared token, or one token per line, one per client "
+            "(else $MEDPRIV_SL_TOKEN)"
+        ),
     ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key (TLS)")] = None,
     max_mb: Annotated[float, typer.Option(help="largest message accepted, MiB")] = 64.0,
+    max_width: Annotated[int, typer.Option(help="widest layer of a server part")] = MAX_WIDTH,
+    max_layers: Annotated[int, typer.Option(help="most layers in a server part")] = MAX_LAYERS,
+    max_parameters: Annotated[
+        int, typer.Option(help="most weights and biases in a server part")
+    ] = MAX_PARAMETERS,
+    max_sessions: Annotated[int, typer.Option(help="open sessions, all clients")] = MAX_SESSIONS,
+    sessions_per_token: Annotated[
+        int, typer.Option(help="open sessions per token; the oldest idle one makes room")
+    ] = SESSIONS_PER_TOKEN,
+    idle_minutes: Annotated[
+        float, typer.Option(help="a session unused this long is closed")
+    ] = IDLE_MINUTES,
+    request_seconds: Annotated[
+        float, typer.Option(help="time to receive one request, headers to last byte")
+    ] = REQUEST_SECONDS,
+    connection_minutes: Annotated[
+        float, typer.Option(help="a connection is asked to reconnect after this long")
+    ] = CONNECTION_MINUTES,
 ) -> None:
     """Serve split-learning sessions until Ctrl-C or SIGTERM."""
     import logging
+    import math
 
+    from medpriv.train.split.limits import ServerLimits
     from medpriv.train.split.server import SplitServer
     from medpriv.train.split.transport import serve
 
     if (tls_cert is None) != (tls_key is None):
         raise MedprivError("give both --tls-cert and --tls-key, or neither")
+    if not math.isfinite(max_mb) or max_mb <= 0:
+        raise MedprivError(f"--max-mb must be finite and positive, got {max_mb}")
+    limits = ServerLimits(
+        max_message_bytes=int(max_mb * 1024 * 1024),
+        max_width=max_width,
+        max_layers=max_layers,
+        max_parameters=max_parameters,
+        max_sessions=max_sessions,
+        sessions_per_token=sessions_per_token,
+        idle_minutes=idle_minutes,
+        request_seconds=request_seconds,
+        connection_minutes=connection_minutes,
+    )
+    secret = _token(token_file)
+    tokens = tuple(dict.fromkeys(t.strip() for t in (secret or "").splitlines() if t.strip()))
+    if not all(t.isascii() and t.isprintable() for t in tokens):
+        raise MedprivError("tokens must be printable ASCII, one per line")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    token = _token(token_file)
-    state = SplitServer(token=token, max_bytes=int(max_mb * 1024 * 1024))
+    state = SplitServer(tokens=tokens, limits=limits)
     tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
     grpc_server, bound = serve(state, host=host, port=port, tls=tls)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    access = f"{len(tokens)} token{'s' if len(tokens) != 1 else ''}" if tokens else "no token"
     typer.echo(
-        f"listening on {host}:{bound} ({'TLS' if tls else 'plain TCP'}, "
-        f"{'token required' if token else 'no token'})",
+        f"listening on {host}:{bound} ({'TLS' if tls else 'plain TCP'}, {access}; "
+        f"{limits.sessions_per_token} sessions per token, {limits.max_sessions} in all, "
+        f"closed after {limits.idle_minutes:g} min idle)",
     )
     stop.wait()
     grpc_server.stop(grace=2).wait()

@@ -5,9 +5,6 @@ serving, and is stopped by PID. TLS is checked on an in-test server."""
 from __future__ import annotations
 
 import os
-import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +12,6 @@ import pytest
 from medpriv.config import SplitLearningConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ProtocolError
-from medpriv.processes import Process, wait_until
 from medpriv.train.base import get_trainer
 from medpriv.train.split.protocol import Envelope, decode, encode
 from medpriv.train.split.server import SplitServer
@@ -23,6 +19,7 @@ from medpriv.train.split.trainer import TOKEN_ENV
 from medpriv.train.split.transport import GrpcTransport, serve
 from tests.conftest import make_toy_dataset
 from tests.tls import self_signed
+from tests.train.split.sl_process import start_sl_server
 
 CONFIG = TrainConfig(epochs=2, hidden=(16, 8), batch_size=64)
 
@@ -32,38 +29,10 @@ def splits():
     return split_by_unit(make_toy_dataset(500), seed=0)
 
 
-def _start_server(tmp_path: Path, token: str) -> tuple[Process, int]:
-    token_file = tmp_path / "token"
-    token_file.write_text(token)
-    command = [
-        str(Path(sys.executable).parent / "medpriv"),
-        "sl",
-        "server",
-        "--port",
-        "0",
-        "--token-file",
-        str(token_file),
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = Process("sl-server", command, env=env, log=tmp_path / "server.log")
-    found: dict[str, int] = {}
-
-    def ready() -> bool:
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", server.log())
-        if match:
-            found["port"] = int(match.group(1))
-        if not server.alive():
-            raise AssertionError(server.log())
-        return bool(match)
-
-    wait_until(ready, timeout=60, what="the split-learning server")
-    return server, found["port"]
-
-
 def test_a_server_process_reproduces_the_in_process_run_and_is_stopped_by_pid(
     splits, tmp_path, monkeypatch
 ):
-    server, port = _start_server(tmp_path, "tok-123")
+    server, port = start_sl_server(tmp_path, ["tok-123"])
     try:
         assert server.alive()
         monkeypatch.setenv(TOKEN_ENV, "tok-123")
@@ -80,7 +49,9 @@ def test_a_server_process_reproduces_the_in_process_run_and_is_stopped_by_pid(
         channel = GrpcTransport(f"127.0.0.1:{port}")
         reply = decode(channel.call(encode(Envelope("open", [], {"mode": "vanilla"}))))
         assert reply.op == "error" and "unauthenticated" in reply.meta["error"]
-        reply = decode(channel.call(b"\x00" * 64))
+        reply = decode(channel.call(b"\x00" * 64))  # no token: turned away before it is read
+        assert reply.op == "error" and "unauthenticated" in reply.meta["error"]
+        reply = decode(channel.call(b"\x00" * 64, token="tok-123"))
         assert reply.op == "error" and "malformed" in reply.meta["error"]
         channel.close()
 

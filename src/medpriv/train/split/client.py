@@ -51,6 +51,7 @@ class RemotePart:
     ) -> None:
         self.transport, self.token, self.max_bytes = transport, token, max_bytes
         self.session, self.seq, self.next_id = "", 0, 0
+        self.max_rows = 1
         self.traffic = Traffic()
 
     def request(self, op: str, arrays: list[np.ndarray] | None = None, **meta: Any) -> Envelope:
@@ -68,7 +69,7 @@ class RemotePart:
             ),
             max_bytes=self.max_bytes,
         )
-        raw = self.transport.call(data)
+        raw = self.transport.call(data, token=self.token)
         self.traffic.bytes_sent += len(data)
         self.traffic.bytes_received += len(raw)
         self.traffic.round_trips += 1
@@ -84,7 +85,12 @@ class RemotePart:
         self, mode: str, widths: list[int], weights: list[np.ndarray], optimizer: dict[str, Any]
     ) -> None:
         reply = self.request("open", weights, mode=mode, widths=widths, optimizer=optimizer)
-        self.session = str(reply.meta["session"])
+        session, rows = reply.meta.get("session"), reply.meta.get("max_rows")
+        if not isinstance(session, str) or not session:
+            raise ProtocolError("the split server's reply to open names no session")
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise ProtocolError("the split server's reply to open lacks 'max_rows'")
+        self.session, self.max_rows = session, rows
 
     def train(self, h: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         reply = self.request("train", [h, y])
@@ -97,7 +103,12 @@ class RemotePart:
         return self.request("backward", [grad]).arrays[0]
 
     def infer(self, h: np.ndarray) -> np.ndarray:
-        return self.request("infer", [h]).arrays[0]
+        """The server part's output, in requests of at most the rows the server takes."""
+        rows = self.max_rows
+        if len(h) <= rows:
+            return self.request("infer", [h]).arrays[0]
+        parts = [self.request("infer", [h[i : i + rows]]).arrays[0] for i in range(0, len(h), rows)]
+        return np.concatenate(parts)
 
     def state(self) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
         """(weights, optimizer slot names, optimizer slots)."""

@@ -8,11 +8,20 @@ declared arrays do not add up to exactly its size is refused.
 Header fields: `op` (what to do, or `ok` / `error` in a reply), `id` (request id, echoed in the
 reply), `session`, `seq` (per-session order: each request's seq is the previous one's plus 1),
 `token` (shared secret, if the server requires one), `meta` (small JSON values) and `arrays`.
+
+`decode` refuses, with a ProtocolError saying why, anything that is not exactly such a message:
+a header that is not UTF-8 JSON, nests deeper than `MAX_HEADER_DEPTH`, holds NaN or infinite
+numbers, whole numbers outside int64 or fields of the wrong type; more than `MAX_ARRAYS`
+arrays; shapes with negative or non-integer dimensions, or whose dimensions multiply (zeros
+aside) past the message size limit. It never raises anything else, and its work is linear in
+the message's size.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +35,16 @@ MAGIC = b"MPSL"
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_DEPTH = 8  # nested JSON objects and lists (a real header needs 4)
+MAX_ARRAYS = 1024
+MAX_NDIM = 8
+MAX_OP_CHARS = 32
+INT64_MAX = (1 << 63) - 1
 DTYPES = ("float32", "float64", "int64", "int32", "uint8")
 _PREFIX = struct.Struct("<4sHI")
+# A JSON string (skipped whole; an unterminated one runs to the end, so a scan is linear) or a
+# bracket: enough to measure nesting before parsing.
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 @dataclass
@@ -52,7 +69,7 @@ class Envelope:
 def encode(message: Envelope, *, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     """The message as bytes (ProtocolError if an array has an unsupported dtype or the whole
     exceeds `max_bytes`)."""
-    arrays = [np.ascontiguousarray(a) for a in message.arrays]
+    arrays = [np.asarray(a, order="C") for a in message.arrays]  # keeps 0-d arrays 0-d
     specs = []
     for a in arrays:
         if a.dtype.name not in DTYPES:
@@ -90,46 +107,95 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
         raise ProtocolError(f"protocol version {version} is not supported (this is {VERSION})")
     if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
         raise ProtocolError("header length out of range")
-    try:
-        header = json.loads(data[_PREFIX.size : _PREFIX.size + header_len])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise ProtocolError("header must be a JSON object")
-    try:
-        op, specs = str(header["op"]), header.get("arrays", [])
-        request_id, seq = int(header.get("id", 0)), int(header.get("seq", 0))
-        session, token = str(header.get("session", "")), str(header.get("token", ""))
-        meta = header.get("meta", {})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"bad header field: {exc}") from None
-    if not isinstance(meta, dict) or not isinstance(specs, list):
-        raise ProtocolError("header 'meta' must be an object and 'arrays' a list")
-    arrays = _read_arrays(memoryview(data)[_PREFIX.size + header_len :], specs)
+    header = parse_header(bytes(data[_PREFIX.size : _PREFIX.size + header_len]))
+    op = _field(header, "op", str, "")
+    if not op or len(op) > MAX_OP_CHARS:
+        raise ProtocolError(f"header 'op' must be a name of 1 to {MAX_OP_CHARS} characters")
+    request_id, seq = _field(header, "id", int, 0), _field(header, "seq", int, 0)
+    if request_id < 0 or seq < 0:
+        raise ProtocolError("header 'id' and 'seq' must not be negative")
+    session, token = _field(header, "session", str, ""), _field(header, "token", str, "")
+    meta, specs = _field(header, "meta", dict, {}), _field(header, "arrays", list, [])
+    arrays = _read_arrays(memoryview(data)[_PREFIX.size + header_len :], specs, max_bytes)
     return Envelope(op, arrays, meta, id=request_id, session=session, seq=seq, token=token)
 
 
-def _read_arrays(body: memoryview, specs: list) -> list[np.ndarray]:
+def parse_header(raw: bytes) -> dict[str, Any]:
+    """The header's JSON object: UTF-8, at most `MAX_HEADER_DEPTH` deep, finite numbers,
+    whole numbers within int64."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("header is not UTF-8") from None
+    depth = 0
+    for match in _STRUCTURE.finditer(text):
+        bracket = match.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_HEADER_DEPTH:
+                raise ProtocolError(f"header nests deeper than {MAX_HEADER_DEPTH} levels")
+        elif bracket in ("]", "}"):
+            depth -= 1
+    try:
+        header = json.loads(
+            text, parse_float=_finite, parse_int=_int64, parse_constant=_no_constant
+        )
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header must be a JSON object")
+    return header
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _int64(text: str) -> int:
+    if len(text) > 20 or not -INT64_MAX - 1 <= (value := int(text)) <= INT64_MAX:
+        raise ValueError(f"whole number {text[:20]} is outside int64")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a number")
+
+
+def _field(header: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    value = header.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ProtocolError(f"header {name!r} must be of type {kind.__name__}")
+    return value
+
+
+def _read_arrays(body: memoryview, specs: list[Any], max_bytes: int) -> list[np.ndarray]:
+    if len(specs) > MAX_ARRAYS:
+        raise ProtocolError(f"{len(specs)} arrays; at most {MAX_ARRAYS} are accepted")
     arrays, offset = [], 0
     for i, spec in enumerate(specs):
-        try:
-            dtype, shape = str(spec["dtype"]), tuple(int(d) for d in spec["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError(f"array {i}: needs a dtype and a shape") from None
+        dtype = spec.get("dtype") if isinstance(spec, dict) else None
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(dtype, str) or not isinstance(shape, list):
+            raise ProtocolError(f"array {i}: needs a dtype and a shape")
         if dtype not in DTYPES:
             raise ProtocolError(f"array {i}: dtype {dtype!r} is not accepted")
-        if any(d < 0 for d in shape) or len(shape) > 8:
-            raise ProtocolError(f"array {i}: bad shape {list(shape)}")
+        if len(shape) > MAX_NDIM or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise ProtocolError(f"array {i}: bad shape (at most {MAX_NDIM} whole numbers >= 0)")
+        if math.prod(d for d in shape if d) > max_bytes:
+            raise ProtocolError(f"array {i}: shape too large for a message")
         kind = np.dtype(dtype).newbyteorder("<")
-        size = int(np.prod(shape, dtype=np.int64)) * kind.itemsize
-        if offset + size > len(body):
-            raise ProtocolError(f"array {i}: the message ends before its {size} bytes")
+        count = math.prod(shape)  # Python integers: no overflow
+        if count * kind.itemsize > len(body) - offset:
+            raise ProtocolError(f"array {i}: the message ends before its {count} values")
         arrays.append(
-            np.frombuffer(body, dtype=kind, count=size // kind.itemsize, offset=offset)
-            .reshape(shape)
-            .astype(dtype)
+            np.frombuffer(body, dtype=kind, count=count, offset=offset).reshape(shape).astype(dtype)
         )
-        offset += size
+        offset += count * kind.itemsize
     if offset != len(body):
         raise ProtocolError(f"{len(body) - offset} bytes after the last array")
     return arrays
