@@ -41,9 +41,11 @@ def test_synth_then_extract(tmp_path: Path):
 
 
 def test_python_api_as_in_the_readme(tmp_path: Path):
+    # A stand-in for the insurance table (1,338 rows): 300 distinct rows (a table of 50 distinct
+    # rows is too small to split into train, validation and test of 10+ per class each).
     smoker = [i % 5 == 0 for i in range(300)]
-    rows = ["age,smoker,charges"] + [
-        f"{20 + i % 50},{'yes' if s else 'no'},{3000 + 400 * (i % 50) + 20000 * s}"
+    rows = ["age,smoker,children,charges"] + [
+        f"{20 + i % 50},{'yes' if s else 'no'},{i % 7},{3000 + 400 * (i % 50) + 20000 * s}"
         for i, s in enumerate(smoker)
     ]
     path = tmp_path / "ins.csv"

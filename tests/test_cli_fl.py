@@ -78,7 +78,9 @@ def test_superlink_dry_run_disables_dependency_installation():
 
 def test_run_rejects_a_bad_strategy_before_contacting_anyone(tmp_path):
     result = CliRunner().invoke(app, ["fl", "run", "--out", str(tmp_path), "--strategy", "fedsgd"])
-    assert result.exit_code == 2 and "federated.strategy must be one of" in result.output
+    assert (
+        result.exit_code == 2 and "federated.strategy (--strategy) must be one of" in result.output
+    )
 
 
 def test_run_refuses_secagg_with_client_level_dp_before_contacting_anyone(tmp_path):

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from medpriv.cli_common import one_line_errors, take_debug_flag
+from medpriv.cli_common import OneLineGroup, one_line_errors, take_debug_flag
 from medpriv.cli_fl import fl_app
 from medpriv.cli_sl import sl_app
 from medpriv.config import QUICK, ExperimentConfig, load_config
 from medpriv.errors import MedprivError
 
 app = typer.Typer(
+    cls=OneLineGroup,  # a syntax error on the command line is one `error:` line too
     pretty_exceptions_show_locals=False,  # locals may hold patient rows
     add_completion=False,
     no_args_is_help=True,
@@ -231,6 +232,7 @@ def run(
 ) -> None:
     """Train, evaluate and attack every method; write results.json, report.html, report.md."""
     from medpriv.console import ConsoleListener, print_summary
+    from medpriv.data.sources import check_source
     from medpriv.experiment import RunPaths, run_experiment
 
     paths = None
@@ -306,6 +308,7 @@ def run(
         },
     }
     resolved: ExperimentConfig = load_config(config, overrides, base=QUICK if quick else None)
+    check_source(resolved.data)  # an unknown source or a missing file fails before any work
     listener = ConsoleListener(progress=progress)
     previous = _stop_on_sigterm()
     try:
@@ -352,8 +355,14 @@ def data_synth(
     gzip: Annotated[bool, typer.Option("--gzip", help="write .csv.gz")] = False,
 ) -> None:
     """Write synthetic MIMIC-III v1.4 tables (patients, stays, events, dictionaries)."""
+    from medpriv.data.sources import synthetic_stays
     from medpriv.data.synthetic import write_synthetic_mimic
+    from medpriv.files import output_folder
 
+    synthetic_stays(str(stays), option="--stays")
+    if seed < 0:
+        raise MedprivError(f"--seed must be a whole number >= 0, got {seed}")
+    output_folder(out, option="--out")
     counts = write_synthetic_mimic(out, n_stays=stays, seed=seed, compress=gzip)
     for table, rows in counts.items():
         typer.echo(f"{table:<12} {rows:>12,} rows")
@@ -380,7 +389,8 @@ def data_extract(
     """Extract the cohort table (one row per record, label, unit and site) and print its flow."""
     from medpriv.console import print_cohort
     from medpriv.data.export import write_cohort_csv
-    from medpriv.data.sources import load_dataset
+    from medpriv.data.sources import check_source, load_dataset
+    from medpriv.files import output_file
 
     resolved = load_config(
         None,
@@ -401,6 +411,8 @@ def data_extract(
             )
         },
     )
+    check_source(resolved.data)
+    output_file(out, option="--out", example="cohort.csv")  # before any work
     dataset = load_dataset(resolved.data)
     print_cohort(dataset)
     write_cohort_csv(dataset, out)

@@ -1,6 +1,7 @@
 """What every `medpriv` command shares: expected failures as one line (exit 2), unexpected ones
 as one line naming only the exception's type and module (exit 3), never a local variable or a
 message that may carry a patient's values; `--debug` shows the traceback (still without locals).
+Command-line syntax errors (an unknown option, `--epochs abc`) are one `error:` line too.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any, TypeVar
 
 import click
 import typer
+from typer.core import TyperGroup
 
-from medpriv.errors import MedprivError
+from medpriv.config import Range
+from medpriv.errors import ConfigError, MedprivError, raise_all
 
 F = TypeVar("F", bound=Callable[..., Any])
 BAD_INPUT_EXIT = 2
@@ -59,6 +62,63 @@ def _module_of(filename: str) -> str:
     return path.removesuffix(".py").replace("/", ".")
 
 
+def one_line(message: object) -> str:
+    """`message` on one line: line breaks become spaces, so an error is always one `error:` line."""
+    return " ".join(str(message).split("\n")).replace("\r", " ")
+
+
+class OneLineGroup(TyperGroup):
+    """The root command group: a command-line syntax error (unknown option, a value of the
+    wrong type, a missing option) is one `error:` line naming the fix and exits 2, instead of
+    Click's boxed multi-line usage message."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            returned = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        except click.exceptions.NoArgsIsHelpError as exc:  # the help is printed already
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            typer.echo(f"error: {usage_error_line(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        # Not standalone, Click returns the exit code of `typer.Exit` / `--help` (our commands
+        # themselves return None).
+        sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def usage_error_line(exc: click.ClickException) -> str:
+    """Click's message on one line, with where to find the valid options."""
+    message = one_line(exc.format_message())
+    context = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and context is not None:
+        message += f" (see {context.command_path} --help)"
+    return message
+
+
+def check_options(**options: tuple[float | None, Range]) -> None:
+    """Refuse, in one line naming each option, the options outside their range (None = not
+    given); keyword `max_epsilon` stands for `--max-epsilon`. NaN and ±inf never pass."""
+    raise_all(
+        [
+            f"--{name.replace('_', '-')} must be {valid.describe()}; got {value!r}"
+            for name, (value, valid) in options.items()
+            if value is not None and value not in valid
+        ],
+        ConfigError,
+    )
+
+
 def one_line_errors(func: F) -> F:
     """Expected failures print one `error:` line and exit 2; anything else prints one
     `error: internal error: ...` line and exits 3 (traceback without locals with `--debug`)."""
@@ -68,7 +128,7 @@ def one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MedprivError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(BAD_INPUT_EXIT) from None
         except (typer.Exit, typer.Abort, click.exceptions.ClickException, KeyboardInterrupt):
             raise

@@ -15,8 +15,12 @@ from typing import Annotated, Any
 
 import typer
 
-from medpriv.cli_common import one_line_errors
+from medpriv.cli_common import check_options, one_line_errors
+from medpriv.config import MAX_PORT, MAX_WHOLE, MIN_FEDERATED_CLIENTS, Range
 from medpriv.errors import MedprivError
+
+PORT = Range(1, MAX_PORT)
+SEED = Range(0, MAX_WHOLE)
 
 fl_app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold patient rows
@@ -120,6 +124,7 @@ def superlink(
     """Run the coordinator's SuperLink in the foreground (Ctrl-C stops it)."""
     from medpriv.train.federated.deployment import executable, security_args
 
+    check_options(port=(port, PORT))
     tls = _tls(ca_cert, tls_cert, tls_key, server=True)
     command = [
         executable("flower-superlink"),
@@ -192,9 +197,14 @@ def supernode(
     """Run one hospital's SuperNode in the foreground; its rows never leave this process. Its
     privacy policy (--max-epsilon, --min-noise-multiplier, --max-grad-norm) is its own: the
     coordinator cannot change it, and a DP recipe that breaks it is refused."""
+    from medpriv.data.sources import SOURCES, parse_spec
     from medpriv.train.federated.deployment import NodeSpec, executable, security_args
     from medpriv.train.federated.policy import ClientPolicy
 
+    # The data live on the hospital's machine (a dry run may be elsewhere): check the spec's
+    # form here, the file when the node loads it.
+    SOURCES.get(parse_spec(data)[0])
+    check_options(port=(port, PORT), split_seed=(split_seed, SEED), threshold=(threshold, Range()))
     options: dict[str, str | float] = {
         key: value
         for key, value in {
@@ -269,6 +279,11 @@ def run(
     from medpriv.train.federated.deployment import flwr_run
     from medpriv.train.federated.job import job_from_config
 
+    check_options(
+        nodes=(nodes, Range(MIN_FEDERATED_CLIENTS, MAX_WHOLE)),
+        seed=(seed, SEED),
+        timeout=(timeout, Range(0, low_open=True)),
+    )
     out = _output(out)
     resolved = load_config(
         config,
@@ -333,11 +348,13 @@ def local(
     """A whole deployment on this machine: SuperLink + one SuperNode per site, one run, all
     processes stopped by PID at the end. For trying Flower out; hospitals use the commands above."""
     from medpriv.config import load_config
-    from medpriv.data.sources import load_dataset
+    from medpriv.data.sources import check_source, load_dataset
     from medpriv.train.federated.deployment import LocalFederation, NodeSpec
+    from medpriv.train.federated.engine import check_enough_clients
     from medpriv.train.federated.job import job_from_config
     from medpriv.train.federated.policy import ClientPolicy
 
+    check_options(seed=(seed, SEED))
     out = _output(out, "run")
     resolved = load_config(
         None,
@@ -347,10 +364,25 @@ def local(
             "privacy": {"target_epsilon": target_epsilon},
         },
     )
+    check_source(resolved.data)
     dataset = load_dataset(resolved.data)
     if dataset.site_ids is None:
         raise MedprivError(f"{data} has no sites; pass --site-column for a CSV")
-    names = [s for s in (sites or "").split(",") if s] or sorted({str(s) for s in dataset.site_ids})
+    present = sorted({str(s) for s in dataset.site_ids})
+    names = list(dict.fromkeys(s.strip() for s in (sites or "").split(",") if s.strip()))
+    unknown = [name for name in names if name not in present]
+    if unknown:  # the sites present are cell values of the data: named only by count
+        raise MedprivError(
+            f"--sites: {unknown} not among the {len(present)} sites of {data}; check the spelling"
+        )
+    source = "--sites" if names else f"the sites of {data}"
+    names = names or present
+    check_enough_clients(
+        len(names),
+        min_clients=resolved.federated.min_clients,
+        source=source,
+        fix="name two sites or more in --sites (or leave it out: every site)",
+    )
     privacy = resolved.privacy
     # Each node's own policy (a hospital would choose it): the budget is the run's budget, or
     # the target ε the coordinator calibrates σ to; its ledger lasts this run (a hospital's

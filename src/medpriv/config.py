@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import tomllib
 
 from medpriv.data.partition import PartitionSpec
 from medpriv.errors import ConfigError
+from medpriv.untrusted import printable
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Fractions of privacy units per split; the training part gets the rest."""
+    """Fractions of privacy units per split; the training part gets the rest. A test split with
+    fewer than `medpriv.data.splits.MIN_PER_CLASS` positive or negative records, or any split
+    without both classes, is refused."""
 
     val_fraction: float = 0.15
     test_fraction: float = 0.2
@@ -119,12 +123,13 @@ def parse_method(entry: str) -> tuple[str, float | None]:
     name, sep, eps = entry.strip().partition("@")
     if not sep:
         return name, None
+    where = f"run.methods (--methods) entry {entry.strip()!r}"
     try:
         value = float(eps)
     except ValueError:
-        raise ConfigError(f"method {entry!r}: the part after @ must be a number (an ε)") from None
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"method {entry!r}: ε must be a positive finite number")
+        raise ConfigError(f"{where}: the part after @ must be a number (an ε)") from None
+    if not (value > 0 and value <= MAX_EPSILON):
+        raise ConfigError(f"{where}: ε must be in (0, {MAX_EPSILON:g}]")
     return name, value
 
 
@@ -284,43 +289,216 @@ class SplitLearningConfig:
     client_dp: bool = False
 
 
-def split_learning_problems(s: SplitLearningConfig) -> list[str]:
+MAX_WHOLE = 2**31 - 1  # whole-number settings above this overflow tensor shapes and indices
+# A hidden layer of 4,096 already holds 16.8M weights after another of that width (67 MB, more
+# with optimizer state and 16 stacked shadow copies); tabular models use tens to hundreds. A
+# 65,536-wide layer asked for 17 GB and stalled the machine.
+MAX_LAYER_WIDTH = 4_096
+MAX_HIDDEN_LAYERS = 16  # deeper tabular MLPs are a typo, not a design (each layer costs memory)
+# ε above 100 promises nothing (e^100 ≈ 10^43 times the odds) and the PRV accountant's noise
+# calibration slows from seconds to minutes above ε ≈ 50 (measured here); ε = 1e308 never ended.
+MAX_EPSILON = 100.0
+# σ = 10^4 already buries every clipped gradient under noise 10^4 times its norm (nothing is
+# learned); σ = 1e300 overflowed the RDP accountant.
+MAX_NOISE_MULTIPLIER = 1e4
+# Opacus's PRV accountant refuses δ below about 1e-13 (floating-point error dominates; 1e-14
+# failed here); 1e-12 is still far below 1/n for any cohort of fewer than 10^11 units.
+MIN_DELTA = 1e-12
+# LiRA's authors use up to 256 shadow models; beyond 1,024 the estimate has long converged and
+# the stacked copies outgrow memory.
+MAX_SHADOW_MODELS = 1_024
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of one numeric setting: finite, between `low` and `high` (each
+    excluded when `*_open`); `flag` is its `medpriv run` option. Whole-number settings are
+    ints by type (`_coerce`), so a range only bounds them."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    flag: str | None = None
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """E.g. '> 0 and finite', 'in (0, 1)', '>= 1 and at most 2147483647', 'finite'."""
+        low, high = _plain(self.low), _plain(self.high)
+        if self.low is not None and self.high is not None and (self.low_open or self.high_open):
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{low}, {high}{right}"
+        if self.low is not None and self.high is not None:
+            return f">= {low} and at most {high}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low} and finite"
+        return "finite"
+
+
+def _plain(value: float | None) -> str:
+    return "" if value is None else f"{value:g}" if abs(value) < 1e6 else f"{int(value)}"
+
+
+def _positive(flag: str | None = None, high: float | None = None) -> Range:
+    return Range(0, high, low_open=True, flag=flag)
+
+
+def _whole(low: int, flag: str | None = None, high: int = MAX_WHOLE) -> Range:
+    return Range(low, high, flag=flag)
+
+
+def _fraction(flag: str | None = None, *, one: bool = False) -> Range:
+    return Range(0, 1, low_open=True, high_open=not one, flag=flag)
+
+
+# Every numeric setting (`section.key`; for a list, each item) and the values it accepts: NaN
+# and ±inf never pass. `data.window_hours` is checked on its own (24 or 48).
+RANGES: dict[str, Range] = {
+    "data.threshold": Range(flag="--threshold"),
+    "data.synthetic_seed": _whole(0),
+    "split.val_fraction": _fraction(),
+    "split.test_fraction": _fraction(),
+    "train.epochs": _whole(1, "--epochs"),
+    "train.batch_size": _whole(1, "--batch-size"),
+    "train.lr": _positive("--lr"),
+    "train.momentum": Range(0, 1, high_open=True),
+    "train.weight_decay": Range(0),
+    "train.hidden": _whole(1, "--hidden", MAX_LAYER_WIDTH),
+    "train.dropout": Range(0, 1, high_open=True, flag="--dropout"),
+    "train.patience": _whole(1),
+    "train.logreg_c": _positive(),
+    "run.seeds": _whole(1, "--seeds"),
+    "run.epsilons": _positive("--epsilons", MAX_EPSILON),
+    "run.bootstrap": _whole(0),
+    "run.shadow_models": _whole(2, "--shadow-models", MAX_SHADOW_MODELS),
+    "run.inversion_steps": _whole(1),
+    "run.inversion_trials": _whole(1),
+    "privacy.target_epsilon": _positive("--target-epsilon", MAX_EPSILON),
+    "privacy.noise_multiplier": _positive("--noise-multiplier", MAX_NOISE_MULTIPLIER),
+    "privacy.delta": Range(MIN_DELTA, 1, high_open=True, flag="--delta"),
+    "privacy.max_grad_norm": _positive("--max-grad-norm"),
+    "privacy.budget": _positive("--budget"),
+    "privacy.data_norm": _positive("--data-norm"),
+    "federated.rounds": _whole(1, "--rounds"),
+    "federated.fraction": _fraction("--fraction", one=True),
+    "federated.min_clients": _whole(1, "--min-clients"),
+    "federated.proximal_mu": Range(0, flag="--proximal-mu"),
+    "federated.server_lr": _positive("--server-lr"),
+    "federated.min_client_size": _whole(1, "--min-client-size"),
+    "split_learning.cut": _whole(1, "--cut"),
+    "split_learning.noise": Range(0, flag="--activation-noise"),
+    "split_learning.gradient_noise": Range(0, flag="--gradient-noise"),
+    "split_learning.nopeek": Range(0, flag="--nopeek"),
+}
+MAX_PORT = 65_535  # TCP ports are 16-bit
+# A federation needs at least two parties: with one client there is nothing to average, and
+# "federated" results would be one site's model reported as a federation's.
+MIN_FEDERATED_CLIENTS = 2
+
+
+# The `medpriv run` options of the settings that are not numbers (those of numbers are in RANGES).
+OPTION_FLAGS = {
+    "data.spec": "--data",
+    "data.target": "--target",
+    "data.positive": "--positive",
+    "data.unit_column": "--unit-column",
+    "data.site_column": "--site-column",
+    "data.sensitive": "--sensitive",
+    "data.drop": "--drop",
+    "data.keep_duplicates": "--keep-duplicates",
+    "data.window_hours": "--window-hours",
+    "data.label": "--label",
+    "data.all_stays": "--all-stays",
+    "train.optimizer": "--optimizer",
+    "train.calibrate": "--calibrate",
+    "run.methods": "--methods",
+    "run.out": "--out",
+    "run.attacks": "--attacks",
+    "privacy.accountant": "--accountant",
+    "privacy.engine": "--dp-engine",
+    "privacy.unit_policy": "--unit-policy",
+    "privacy.allow_over_budget": "--allow-over-budget",
+    "privacy.reproducible_noise": "--reproducible-noise",
+    "federated.partition": "--partition",
+    "federated.strategy": "--strategy",
+    "split_learning.clients": "--sl-clients",
+    "split_learning.server": "--sl-server",
+    "split_learning.ca_certificate": "--sl-ca-cert",
+    "split_learning.client_dp": "--client-dp",
+}
+
+
+def _flag(name: str) -> str:
+    """' (--flag)' for a `section.key` that has a `medpriv run` option, else ''."""
+    valid = RANGES.get(name)
+    flag = valid.flag if valid is not None else OPTION_FLAGS.get(name)
+    return f" ({flag})" if flag else ""
+
+
+def range_problems(config: ExperimentConfig) -> list[str]:
+    """Every numeric setting outside its `RANGES` entry, one problem each, naming the key, the
+    valid range and its flag, e.g. 'train.lr must be > 0 and finite (--lr); got nan'."""
     problems = []
-    if s.cut < 1:
-        problems.append("split_learning.cut must be >= 1")
-    if min(s.noise, s.gradient_noise, s.nopeek) < 0:
-        problems.append("split_learning.noise, gradient_noise and nopeek must be >= 0")
+    for name, valid in RANGES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(config, section), key)
+        items = value if isinstance(value, tuple) else () if value is None else (value,)
+        bad = [v for v in items if v not in valid]
+        if bad:
+            each = "each value of " if isinstance(value, tuple) else ""
+            problems.append(f"{each}{name} must be {valid.describe()}{_flag(name)}; got {bad[0]!r}")
+    return problems
+
+
+def split_learning_problems(s: SplitLearningConfig) -> list[str]:
+    """Checks of the [split_learning] section beyond numeric ranges."""
+    problems = []
     if s.clients is not None:
         try:
             PartitionSpec.parse(s.clients)
         except ConfigError as exc:
-            problems.append(f"split_learning.clients: {exc}")
-    if s.server is not None and s.server.rpartition(":")[2].isdigit() is False:
-        problems.append("split_learning.server must be HOST:PORT")
+            problems.append(f"split_learning.clients{_flag('split_learning.clients')}: {exc}")
+    if s.server is not None:
+        host, _, port = s.server.rpartition(":")
+        if not (host and port.isdigit() and 1 <= int(port) <= MAX_PORT):
+            problems.append(
+                f"split_learning.server (--sl-server) must be HOST:PORT with a port from 1 to "
+                f"{MAX_PORT}, got {printable(s.server, 60)}"
+            )
+    if s.ca_certificate is not None and not Path(s.ca_certificate).expanduser().is_file():
+        problems.append(
+            f"split_learning.ca_certificate (--sl-ca-cert): no file {printable(s.ca_certificate)}; "
+            "name the PEM file of the CA that signed the server's certificate"
+        )
     return problems
 
 
 def federated_problems(f: FederatedConfig) -> list[str]:
-    """Range checks of the [federated] section."""
+    """Checks of the [federated] section beyond numeric ranges."""
     problems = []
-    if f.rounds < 1:
-        problems.append("federated.rounds must be >= 1")
-    if not 0 < f.fraction <= 1:
-        problems.append("federated.fraction must be in (0, 1]")
-    if f.min_clients < 1:
-        problems.append("federated.min_clients must be >= 1")
     if f.strategy not in FL_STRATEGIES:
-        problems.append(f"federated.strategy must be one of {', '.join(FL_STRATEGIES)}")
+        problems.append(
+            f"federated.strategy (--strategy) must be one of {', '.join(FL_STRATEGIES)}"
+        )
     if f.engine not in FL_ENGINES:
         problems.append(f"federated.engine must be one of {', '.join(FL_ENGINES)}")
-    if f.proximal_mu < 0 or f.server_lr <= 0:
-        problems.append("federated.proximal_mu must be >= 0 and federated.server_lr > 0")
-    if f.min_client_size < 1:
-        problems.append("federated.min_client_size must be >= 1")
     try:
-        PartitionSpec.parse(f.partition)
+        spec = PartitionSpec.parse(f.partition)
     except ConfigError as exc:
-        problems.append(str(exc))
+        return [*problems, f"federated.partition (--partition): {exc}"]
+    least = max(MIN_FEDERATED_CLIENTS, f.min_clients)
+    if spec.clients is not None and spec.clients < least:
+        problems.append(
+            f"federated.partition (--partition) {spec} makes {spec.clients} client(s), fewer than "
+            f"the minimum of {least} (a federation needs {MIN_FEDERATED_CLIENTS}; "
+            f"federated.min_clients is {f.min_clients})"
+        )
     return problems
 
 
@@ -336,52 +514,41 @@ class ExperimentConfig:
 
     def validate(self) -> ExperimentConfig:
         """Check value ranges, gathering every problem into one error."""
-        problems = []
+        problems = range_problems(self)
         s, t, r = self.split, self.train, self.run
-        if not (0 < s.val_fraction < 1 and 0 < s.test_fraction < 1):
-            problems.append("split fractions must lie strictly between 0 and 1")
-        elif s.val_fraction + s.test_fraction >= 0.9:
+        if s.val_fraction + s.test_fraction >= 0.9:
             problems.append("val_fraction + test_fraction must leave at least 10% for training")
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(t, name) is not None and getattr(t, name) < 1:
-                problems.append(f"train.{name} must be >= 1")
-        if t.lr is not None and t.lr <= 0:
-            problems.append("train.lr must be > 0")
-        if t.logreg_c is not None and t.logreg_c <= 0:
-            problems.append("train.logreg_c must be > 0")
         if t.optimizer is not None and t.optimizer not in OPTIMIZERS:
-            problems.append(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if not 0 <= t.momentum < 1:
-            problems.append("train.momentum must be in [0, 1)")
-        if not t.hidden or any(h < 1 for h in t.hidden):
-            problems.append("train.hidden must list positive layer widths, e.g. [128, 64]")
-        if t.dropout is not None and not 0 <= t.dropout < 1:
-            problems.append("train.dropout must be in [0, 1)")
-        if r.seeds < 1:
-            problems.append("run.seeds must be >= 1")
+            problems.append(f"train.optimizer (--optimizer) must be one of {', '.join(OPTIMIZERS)}")
+        if not 1 <= len(t.hidden) <= MAX_HIDDEN_LAYERS:
+            problems.append(
+                f"train.hidden (--hidden) must list 1 to {MAX_HIDDEN_LAYERS} positive layer "
+                "widths, e.g. [128, 64]"
+            )
         unknown = [a for a in r.attacks if a not in ATTACK_NAMES]
         if unknown:
             problems.append(
-                f"unknown attacks {unknown}; choose from {', '.join(ATTACK_NAMES)} (or none)"
+                f"run.attacks (--attacks): unknown attacks {unknown}; choose from "
+                f"{', '.join(ATTACK_NAMES)} (or none)"
             )
-        if r.shadow_models < 2:
-            problems.append("run.shadow_models must be >= 2")
-        if r.inversion_steps < 1 or r.inversion_trials < 1:
-            problems.append("run.inversion_steps and run.inversion_trials must be >= 1")
         if not r.methods:
-            problems.append("run.methods is empty; name at least one method")
+            problems.append("run.methods (--methods) is empty; name at least one method")
+        if not r.out.strip():
+            problems.append("run.out (--out) is empty; name the folder for the run folders")
         for entry in r.methods:
             try:
                 parse_method(entry)
             except ConfigError as exc:
                 problems.append(str(exc))
         if self.data.window_hours not in (24, 48):
-            problems.append("data.window_hours must be 24 or 48")
+            problems.append("data.window_hours (--window-hours) must be 24 or 48")
+        if self.data.label not in ("hospital", "icu"):
+            problems.append("data.label (--label) must be 'hospital' or 'icu'")
         problems += privacy_problems(self.privacy, self.run.epsilons)
         problems += federated_problems(self.federated)
         problems += split_learning_problems(self.split_learning)
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(dict.fromkeys(problems)))
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -400,102 +567,128 @@ SECTION_TYPES = {
 
 
 def privacy_problems(p: PrivacyConfig, epsilons: tuple[float, ...]) -> list[str]:
-    """Range checks of the [privacy] section and the ε sweep."""
+    """Checks of the [privacy] section beyond numeric ranges."""
     problems = []
     if p.target_epsilon is None and p.noise_multiplier is None and not epsilons:
         problems.append("give privacy.target_epsilon (--target-epsilon) or --noise-multiplier")
-    if p.target_epsilon is not None and p.target_epsilon <= 0:
-        problems.append("privacy.target_epsilon must be > 0")
-    if any(e <= 0 for e in epsilons):
-        problems.append("every value of --epsilons must be > 0")
-    if p.noise_multiplier is not None and p.noise_multiplier <= 0:
-        problems.append("privacy.noise_multiplier must be > 0")
-    if p.delta is not None and not 0 < p.delta < 1:
-        problems.append("privacy.delta must lie strictly between 0 and 1")
-    if p.max_grad_norm <= 0:
-        problems.append("privacy.max_grad_norm must be > 0")
     if p.accountant not in ("prv", "rdp"):
-        problems.append(f"privacy.accountant must be 'prv' or 'rdp', got {p.accountant!r}")
+        problems.append(
+            f"privacy.accountant (--accountant) must be 'prv' or 'rdp', got {p.accountant!r}"
+        )
     if p.engine not in ("fast", "opacus"):
-        problems.append(f"privacy.engine must be 'fast' or 'opacus', got {p.engine!r}")
-    if p.data_norm is not None and p.data_norm <= 0:
-        problems.append("privacy.data_norm must be > 0")
-    if p.budget is not None and p.budget <= 0:
-        problems.append("privacy.budget must be > 0")
+        problems.append(
+            f"privacy.engine (--dp-engine) must be 'fast' or 'opacus', got {p.engine!r}"
+        )
     if p.unit_policy not in ("one-per-unit", "group"):
         problems.append(
-            f"privacy.unit_policy must be 'one-per-unit' or 'group', got {p.unit_policy!r}"
+            "privacy.unit_policy (--unit-policy) must be 'one-per-unit' or 'group', "
+            f"got {p.unit_policy!r}"
         )
     return problems
 
 
 SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+# What each declared type is called in an error message.
+TYPE_NAMES = {
+    "str": "a string",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "tuple[str, ...]": "a list of strings (or one comma-separated string)",
+    "tuple[int, ...]": "a list of whole numbers (or one comma-separated string)",
+    "tuple[float, ...]": "a list of numbers (or one comma-separated string)",
+}
+# String settings that may be written as a TOML number (compared as text, e.g. positive = 1).
+NUMBER_AS_TEXT = {("data", "positive")}
 
 
-def _scalar(kind: str, value: Any) -> Any:
-    """`value` as the scalar type named `kind`, or a TypeError."""
+def _scalar(kind: str, value: Any, *, number_as_text: bool = False) -> Any:
+    """`value` as the scalar type named `kind` (bool is never a number), or a TypeError."""
     if kind == "bool" and isinstance(value, bool):
         return value
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if kind == "str" and isinstance(value, str | int | float) and not isinstance(value, bool):
+    if kind == "str" and isinstance(value, str):
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str" and number_as_text and number:
         return str(value)
     raise TypeError(kind)
 
 
-def _coerce(section: type, key: str, value: Any) -> Any:
-    """Convert a TOML/CLI value to the field's declared type; a wrong type is an error.
+def _from_text(item: str, value: Any) -> Any:
+    """An item of a comma-separated string, as the list's item type."""
+    if not isinstance(value, str):
+        return value
+    return float(value) if item == "float" else int(value) if item == "int" else value
+
+
+def _coerce(name: str, section: type, key: str, value: Any) -> Any:
+    """Convert a TOML/CLI value to the field's declared type; a wrong type is a ConfigError
+    naming the key and the expected type.
 
     Comma-separated strings become tuples; `X | None` fields accept None.
     """
-    declared = next(f for f in fields(section) if f.name == key).type
-    kind = str(declared).replace(" | None", "")
+    declared = str(next(f for f in fields(section) if f.name == key).type)
+    kind = declared.replace(" | None", "")
     try:
-        if value is None and "None" in str(declared):
+        if value is None and "None" in declared:
             return None
         if kind.startswith("tuple["):
             item = kind[len("tuple[") :].split(",")[0].strip()
             if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
+                value = [_from_text(item, v.strip()) for v in value.split(",") if v.strip()]
             if not isinstance(value, list | tuple):
                 raise TypeError(kind)
-            return tuple(
-                _scalar(
-                    item,
-                    float(v)
-                    if item == "float" and isinstance(v, str)
-                    else int(v)
-                    if item == "int" and isinstance(v, str)
-                    else v,
-                )
-                for v in value
-            )
-        return _scalar(kind, value)
+            return tuple(_scalar(item, v) for v in value)
+        return _scalar(kind, value, number_as_text=(name, key) in NUMBER_AS_TEXT)
     except (TypeError, ValueError):
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        expected = TYPE_NAMES.get(kind, kind)
         raise ConfigError(
-            f"[{section.__name__}] {key} = {value!r} has the wrong type (expected {declared})"
+            f"[{name}] {key}{_flag(f'{name}.{key}')} = {printable(shown)} has the wrong type: "
+            f"expected {expected}"
         ) from None
 
 
-def build_config(values: dict[str, dict[str, Any]]) -> ExperimentConfig:
-    """An ExperimentConfig from nested section dicts; unknown sections or keys are errors."""
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, list):
+        return "a list"
+    return {int: "a whole number", float: "a number", str: "a string"}.get(type(value), "a value")
+
+
+def build_config(values: dict[str, Any]) -> ExperimentConfig:
+    """An ExperimentConfig from nested section dicts; unknown sections or keys and values of the
+    wrong type are errors, all gathered into one."""
     problems, sections = [], {}
     for name, body in values.items():
         if name not in SECTION_TYPES:
-            problems.append(f"unknown config section [{name}]; valid: {sorted(SECTION_TYPES)}")
+            problems.append(
+                f"unknown config section [{printable(name)}]; valid: {sorted(SECTION_TYPES)}"
+            )
             continue
         if not isinstance(body, dict):
-            problems.append(f"{name} must be a [{name}] section, not a single value")
+            problems.append(
+                f"config key {name!r} must be a [{name}] section (a table), not {_type_name(body)}"
+            )
             continue
         cls = SECTION_TYPES[name]
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(body) - known)
         if unknown:
             problems.append(f"unknown keys in [{name}]: {unknown}; valid: {sorted(known)}")
-            continue
-        sections[name] = cls(**{k: _coerce(cls, k, v) for k, v in body.items()})
+        coerced = {}
+        for key in sorted(set(body) & known):
+            try:
+                coerced[key] = _coerce(name, cls, key, body[key])
+            except ConfigError as exc:
+                problems.append(str(exc))
+        sections[name] = cls(**coerced)
     if problems:
         raise ConfigError("; ".join(problems))
     return ExperimentConfig(**sections).validate()
@@ -511,25 +704,34 @@ def load_config(
 
     `base` (e.g. `QUICK`) replaces built-in defaults: the file and the overrides win over it.
     """
-    values: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (base or {}).items()}
+    values: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            from_file = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot parse {path}: {exc}") from None
-        for section, body in from_file.items():
-            if isinstance(body, dict):
-                values.setdefault(section, {}).update(body)
+        for section, body in read_toml(Path(path)).items():
+            if isinstance(body, dict) and isinstance(values.get(section), dict):
+                values[section].update(body)
             else:
                 values[section] = body
     for section, body in (overrides or {}).items():
         for key, value in body.items():
-            if value is not None:
-                values.setdefault(section, {})[key] = value
+            if value is not None and isinstance(values.setdefault(section, {}), dict):
+                values[section][key] = value
     return build_config(values)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a missing, unreadable or malformed file is a ConfigError."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder: name a TOML file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot parse {path}: it is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
 
 
 def to_toml(config: ExperimentConfig) -> str:

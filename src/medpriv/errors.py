@@ -39,3 +39,7 @@ class PrivacyError(MedprivError):
 
 class ProtocolError(MedprivError):
     """A message between federated or split-learning parties is malformed or out of order."""
+
+
+class TooLittleDataError(DataSchemaError):
+    """Too few records, classes or clients to train or measure anything meaningful."""

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from medpriv.data.dataset import Schema
 from medpriv.data.preprocess import Preprocessor
-from medpriv.data.splits import split_by_unit
-from medpriv.errors import ConfigError, DataSchemaError, NotFittedError
+from medpriv.data.splits import MIN_PER_CLASS, split_by_unit
+from medpriv.errors import ConfigError, DataSchemaError, NotFittedError, TooLittleDataError
 from tests.conftest import make_toy_dataset
 
 
@@ -57,6 +57,32 @@ def test_single_class_split_is_a_clear_error():
     )
     with pytest.raises(DataSchemaError, match="single class"):
         split_by_unit(tiny, seed=0)
+
+
+def _with_positives(n: int, positives: int):
+    dataset = make_toy_dataset(n, seed=0)
+    labels = np.zeros(len(dataset), dtype=np.int64)
+    labels[:positives] = 1
+    return type(dataset)(
+        name="rare",
+        features=dataset.features,
+        labels=labels,
+        unit_ids=dataset.unit_ids,
+        schema=dataset.schema,
+    )
+
+
+def test_too_few_positives_in_the_test_split_is_refused_with_counts_only():
+    # 20 positives among 400: the test split (20%) gets 4, below the floor of 5.
+    rare = _with_positives(400, 4 * 5)
+    with pytest.raises(TooLittleDataError) as refused:
+        split_by_unit(rare, seed=0)
+    message = str(refused.value)
+    assert f"at least {MIN_PER_CLASS} positive" in message and "test 4 positive / 76" in message
+    # A caller that keeps only the training part asks for both classes, nothing more.
+    assert split_by_unit(rare, seed=0, min_per_class=1).train.labels.sum() > 0
+    # Enough positives for the test split, and validation with a handful still runs.
+    assert split_by_unit(_with_positives(400, 30), seed=0).test.labels.sum() >= MIN_PER_CLASS
 
 
 def test_preprocessor_uses_training_rows_only():

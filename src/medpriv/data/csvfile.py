@@ -10,9 +10,14 @@ import numpy as np
 import pandas as pd
 
 from medpriv.data.dataset import CohortStep, Schema, TabularDataset
-from medpriv.errors import DataSchemaError, DataSourceError
+from medpriv.errors import DataSchemaError, DataSourceError, raise_all
 
 MAX_CATEGORY_LEVELS = 100
+# An error lists at most this many column names (a wide table's header would bury the fix).
+MAX_NAMES_SHOWN = 30
+# Larger magnitudes are overflow or sentinel codes, not measurements: squares and sums of such
+# values overflow float64 during standardization, so a column holding one is refused.
+MAX_ABS_VALUE = 1e100
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -36,9 +41,18 @@ def read_table(path: Path) -> pd.DataFrame:
     names = [h.strip() for h in header]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise DataSchemaError(f"{path} has duplicate column names {duplicates}; rename them")
+        shown = "" if looks_headerless(names) else f" {duplicates}"
+        raise DataSchemaError(
+            f"{path} has duplicate column names{shown}; rename them "
+            "(or add a header row, if the first row is data)"
+        )
     if "" in names:
         raise DataSchemaError(f"{path} has an unnamed column; give every column a header")
+    if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
+        raise DataSchemaError(
+            f"{path} reads as a single column: medpriv reads comma-separated files; re-save "
+            "it with commas between the columns"
+        )
     try:
         frame = pd.read_csv(io.StringIO(text), skipinitialspace=True)
     except (pd.errors.ParserError, ValueError) as exc:
@@ -47,6 +61,30 @@ def read_table(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataSourceError(f"{path} has a header but no rows")
     return frame
+
+
+def looks_headerless(names: list[str]) -> bool:
+    """True when a "header" holds a number: the file's first row is probably data, and its
+    "names" are then a patient's values, never to be shown."""
+    for name in names:
+        try:
+            float(name)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def describe_columns(names: list[str]) -> str:
+    """'columns are [...]' (at most `MAX_NAMES_SHOWN`), or, when the first row looks like data,
+    a hint that names none of them."""
+    if looks_headerless(names):
+        return (
+            f"the first row holds numbers, so it is probably data, not a header: add a header "
+            f"row naming the {len(names)} columns"
+        )
+    more = f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else ""
+    return f"columns are {names[:MAX_NAMES_SHOWN]}{more}"
 
 
 def make_labels(
@@ -67,15 +105,15 @@ def make_labels(
     values = column.astype(str).str.strip()
     if positive is not None:
         if not (values == str(positive)).any():
-            seen = sorted(values.unique())[:10]
             raise DataSchemaError(
-                f"--positive {positive!r} never occurs in {target!r}; values seen: {seen}"
+                f"--positive {positive!r} never occurs in {target!r} "
+                f"({values.nunique()} distinct values); check the spelling"
             )
         return (values == str(positive)).to_numpy().astype(np.int64), f"{target} = {positive}"
     levels = set(values.unique())
     if len(levels) == 1:
         raise DataSchemaError(
-            f"target {target!r} has a single class ({next(iter(levels))!r} in every row); "
+            f"target {target!r} has a single class (the same value in every row); "
             "a binary outcome needs both classes"
         )
     for pair, pos in (
@@ -123,14 +161,33 @@ def load_csv(
         if c is not None and c not in frame.columns
     ]
     if problems:
-        raise DataSchemaError("; ".join(problems) + f"; columns are {list(frame.columns)}")
+        raise DataSchemaError("; ".join(problems) + f"; {describe_columns(list(frame.columns))}")
+    raise_all(_role_conflicts(named), DataSchemaError)
     notes, flow = [], [CohortStep("rows read", 0, len(frame))]
 
     frame = frame.drop(columns=list(drop))
-    missing_target = frame[target].isna()
-    if missing_target.any():
-        frame = frame.loc[~missing_target]
-        flow.append(CohortStep("target missing", int(missing_target.sum()), len(frame)))
+    frame, inf_notes = _infinite_as_missing(frame)
+    notes += inf_notes
+    for column, flag, rule in (
+        (target, "--target", "target missing"),
+        (unit_column, "--unit-column", f"no {unit_column} id"),
+        (site_column, "--site-column", f"no {site_column} id"),
+    ):
+        if column is None:
+            continue
+        missing = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if missing.all():
+            raise DataSchemaError(
+                f"{flag} column {column!r} has no value in any row (blank, missing or infinite)"
+            )
+        if missing.any():
+            frame = frame.loc[~missing]
+            flow.append(CohortStep(rule, int(missing.sum()), len(frame)))
+            if column != target:
+                notes.append(
+                    f"{int(missing.sum())} rows without a {column!r} value dropped "
+                    "(never merged into one unit or site)"
+                )
     duplicated = frame.duplicated()
     if duplicated.any():
         n_dup = int(duplicated.sum())
@@ -154,7 +211,7 @@ def load_csv(
             "check --positive/--threshold"
         )
     if unit_column:
-        unit_ids = frame[unit_column].to_numpy()
+        unit_ids = _whole_ids(frame[unit_column].to_numpy())
         if pd.Series(unit_ids).duplicated().any():
             notes.append(
                 f"several records per unit in {unit_column!r}: splits keep each unit on one side, "
@@ -178,6 +235,58 @@ def load_csv(
         cohort_flow=tuple(flow),
         notes=tuple(notes),
     )
+
+
+def _whole_ids(ids: np.ndarray) -> np.ndarray:
+    """Numeric ids read as floats (a blank in the column makes pandas do that) back as ints
+    when every one is a whole number that a float holds exactly."""
+    if ids.dtype.kind != "f" or not len(ids):
+        return ids
+    if np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)) and np.abs(ids).max() < 2**53:
+        return ids.astype(np.int64)
+    return ids
+
+
+def _role_conflicts(named: dict[str, list[str | None]]) -> list[str]:
+    """Problems when one column is given two roles (target, unit, site) or a role and --drop."""
+    roles = {flag: named[flag][0] for flag in ("--target", "--unit-column", "--site-column")}
+    problems = []
+    seen: dict[str, str] = {}
+    for flag, column in roles.items():
+        if column is None:
+            continue
+        if column in seen:
+            problems.append(f"column {column!r} is given to both {seen[column]} and {flag}")
+        seen.setdefault(column, flag)
+        if column in named["--drop"]:
+            problems.append(f"column {column!r} is given to both {flag} and --drop")
+    return problems
+
+
+def _infinite_as_missing(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """±inf in numeric columns becomes missing, with a note per column; magnitudes beyond
+    `MAX_ABS_VALUE` are refused naming the column (never quoting a value)."""
+    notes, problems = [], []
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+            continue
+        numbers = values.to_numpy(dtype=float)
+        infinite = np.isinf(numbers)
+        if infinite.any():
+            frame[column] = values.astype(float).where(~infinite)
+            notes.append(
+                f"column {column!r}: {int(infinite.sum())} infinite values treated as missing"
+            )
+        huge = int((np.abs(np.where(infinite, 0.0, numbers)) > MAX_ABS_VALUE).sum())
+        if huge:
+            problems.append(
+                f"column {column!r} has {huge} values beyond ±{MAX_ABS_VALUE:g} (overflow or a "
+                f"sentinel code?); fix them or pass --drop {column}"
+            )
+    raise_all(problems, DataSchemaError)
+    return frame, notes
 
 
 def infer_schema(features: pd.DataFrame, *, sensitive: tuple[str, ...] = ()) -> Schema:

@@ -32,6 +32,17 @@ class CohortStep:
     remaining: int
 
 
+def count_missing_ids(ids: np.ndarray) -> int:
+    """How many ids are missing (None, NaN) or blank text; integer ids never are."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iub":
+        return 0
+    if ids.dtype.kind == "f":
+        return int(np.isnan(ids).sum())
+    values = pd.Series(ids, dtype=object)
+    return int((values.isna() | (values.astype(str).str.strip() == "")).sum())
+
+
 @dataclass(frozen=True)
 class TabularDataset:
     """Features (one row per record), a binary label, the privacy unit and an optional site.
@@ -57,6 +68,11 @@ class TabularDataset:
         problems = []
         if len(self.labels) != n or len(self.unit_ids) != n:
             problems.append(f"features ({n} rows), labels and unit ids must have equal length")
+        elif missing_units := count_missing_ids(self.unit_ids):
+            problems.append(
+                f"{missing_units} records have no {self.unit_name} id (missing or blank); every "
+                "record needs its privacy unit: drop those records, never merge them into one unit"
+            )
         if self.site_ids is not None and len(self.site_ids) != n:
             problems.append("site ids must have one entry per row")
         missing = [c for c in self.schema.columns if c not in self.features.columns]

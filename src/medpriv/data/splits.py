@@ -9,7 +9,20 @@ import numpy as np
 import pandas as pd
 
 from medpriv.data.dataset import TabularDataset
-from medpriv.errors import ConfigError, DataSchemaError
+from medpriv.errors import ConfigError, TooLittleDataError
+
+# The fewest positive and the fewest negative records of the test split, whose AUROC is reported
+# with a bootstrap interval. A resample of n records misses all k of a class with probability
+# (1 - k/n)^n < e^-k; k >= 5 keeps that below 1% (e^-5 = 0.7%), so the interval rests on at
+# least 99% of its resamples. Below it a tiny table gave a 2-record test split reporting
+# "AUROC 0.000 (0.000-0.000)". A floor derived from that bound, not a sufficiency (validation
+# studies of clinical models ask for 100 events or more), and not tuned on any data set.
+MIN_PER_CLASS = 5
+# Every other part (train, validation, attack pools) needs both classes: no model can be fitted,
+# calibrated or early-stopped on one. No interval is reported on them, so one of each suffices
+# (the public MIMIC-III demo, 81 stays, leaves 4 deaths in validation).
+MIN_PER_CLASS_OTHER_PARTS = 1
+EVALUATED_PART = "test"
 
 
 @dataclass(frozen=True)
@@ -45,10 +58,15 @@ def split_by_unit(
     test_fraction: float = 0.2,
     extra: Mapping[str, float] | None = None,
     seed: int = 0,
+    min_per_class: int = MIN_PER_CLASS,
 ) -> Splits:
     """Assign each privacy unit to one part; stratified on whether the unit has a positive record.
 
-    `extra` names further parts and their unit fractions; `train` gets whatever remains.
+    `extra` names further parts and their unit fractions; `train` gets whatever remains. A test
+    split with fewer than `min_per_class` (default `MIN_PER_CLASS`) positive or negative records,
+    or any other part without both classes, is refused (too little to train on or to measure),
+    naming every such part and its counts; a caller that keeps only `train` may pass
+    `min_per_class=1` (both classes still required everywhere).
     """
     fractions = {"test": test_fraction, "val": val_fraction, **(extra or {})}
     if any(not 0 < f < 1 for f in fractions.values()) or sum(fractions.values()) >= 1:
@@ -65,14 +83,37 @@ def split_by_unit(
             assignment[members[start : start + count]] = name
             start += count
     row_part = assignment[unit_index]
-    parts = {}
-    for name in ("train", *fractions):
-        rows = np.flatnonzero(row_part == name)
-        part = dataset.subset(rows)
-        if len(np.unique(part.labels)) < 2:
-            raise DataSchemaError(
-                f"the {name} split of {dataset.name} ({len(rows)} rows) has a single class; "
-                "the dataset is too small or too imbalanced for these split fractions"
-            )
-        parts[name] = part
+    parts = {
+        name: dataset.subset(np.flatnonzero(row_part == name)) for name in ("train", *fractions)
+    }
+    check_class_counts(parts, dataset_name=dataset.name, min_per_class=min_per_class)
     return Splits(parts=parts, seed=seed)
+
+
+def check_class_counts(
+    parts: Mapping[str, TabularDataset], *, dataset_name: str, min_per_class: int
+) -> None:
+    """Refuse when the test part has fewer than `min_per_class` positive or negative records, or
+    another part lacks a class (counts only in the message, never a record)."""
+    least = max(MIN_PER_CLASS_OTHER_PARTS, int(min_per_class))
+    short = []
+    for name, part in parts.items():
+        positives = int(np.sum(part.labels == 1))
+        negatives = len(part) - positives
+        needed = least if name == EVALUATED_PART else MIN_PER_CLASS_OTHER_PARTS
+        if min(positives, negatives) < needed:
+            single = (
+                " (empty)"
+                if not len(part)
+                else " (a single class)"
+                if not min(positives, negatives)
+                else ""
+            )
+            short.append(f"{name} {positives} positive / {negatives} negative{single}")
+    if short:
+        raise TooLittleDataError(
+            f"too little to measure: the {EVALUATED_PART} split needs at least {least} positive "
+            f"and {least} negative records and every other split both classes, and "
+            f"{dataset_name} gives fewer ({'; '.join(short)}); use a larger cohort or other "
+            "split fractions"
+        )

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from medpriv.config import MIN_FEDERATED_CLIENTS
+from medpriv.errors import TooLittleDataError
 from medpriv.models import MLP
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.federated.client import ClientUpdate, LocalClient, LocalRecipe, client_seed
@@ -20,6 +22,25 @@ from medpriv.train.federated.weights import Weights, get_weights
 # policy of its own (it then accepts any recipe: tests and plain FedAvg).
 ClientData = Mapping[str, LocalClient | tuple[np.ndarray, np.ndarray]]
 RoundCallback = Callable[[int, Weights, dict], None]
+
+
+def check_enough_clients(
+    n_clients: int,
+    *,
+    min_clients: int,
+    source: str,
+    fix: str = "add sites, use --partition iid:K, or lower --min-client-size",
+) -> None:
+    """Refuse a federation that could never aggregate a round: fewer clients than
+    max(`MIN_FEDERATED_CLIENTS`, `min_clients`) would leave the initial model untrained.
+    `source` says where the clients came from (e.g. "--partition site"), `fix` what to do."""
+    least = max(MIN_FEDERATED_CLIENTS, min_clients)
+    if n_clients < least:
+        raise TooLittleDataError(
+            f"too few clients: {source} gives {n_clients} client(s) with enough records, fewer "
+            f"than the minimum of {least} (a federation needs {MIN_FEDERATED_CLIENTS}; "
+            f"federated.min_clients is {min_clients}), so no model would be trained; {fix}"
+        )
 
 
 def initial_weights(

@@ -23,15 +23,14 @@ import fcntl
 import functools
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medpriv.config import PrivacyConfig
-from medpriv.errors import ConfigError, PrivacyError
+from medpriv.errors import ConfigError, PrivacyError, raise_all
+from medpriv.files import write_text_atomic
 from medpriv.privacy.accounting import ACCOUNTANTS, default_delta, epsilon_for_history
 from medpriv.privacy.randomness import NoiseSource
 
@@ -77,19 +76,7 @@ class ClientPolicy:
     require_budget: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.max_epsilon is not None and not self.max_epsilon > 0:
-            problems.append(f"max-epsilon must be > 0, got {self.max_epsilon}")
-        if not (math.isfinite(self.min_noise_multiplier) and self.min_noise_multiplier >= 0):
-            problems.append(f"min-noise-multiplier must be >= 0, got {self.min_noise_multiplier}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            problems.append(f"max-grad-norm must be > 0, got {self.max_grad_norm}")
-        if self.delta is not None and not 0 < self.delta < 1:
-            problems.append(f"delta must be in (0, 1), got {self.delta}")
-        if self.accountant not in ACCOUNTANTS:
-            problems.append(f"accountant must be one of {', '.join(ACCOUNTANTS)}")
-        if problems:
-            raise ConfigError("invalid client privacy policy: " + "; ".join(problems))
+        raise_all(policy_problems(self), ConfigError)
 
     @classmethod
     def for_simulation(
@@ -120,21 +107,26 @@ class ClientPolicy:
     def from_node_config(cls, config: Mapping[str, Any]) -> ClientPolicy:
         """A SuperNode's policy from its own --node-config (never from a message)."""
         values: dict[str, Any] = {}
-        try:
-            for key, name in NODE_KEYS.items():
-                if key not in config or config[key] in ("", None):
-                    continue
-                value = config[key]
+        for key, name in NODE_KEYS.items():
+            if key not in config or config[key] in ("", None):
+                continue
+            value = config[key]
+            try:
                 if name in ("accountant",):
                     values[name] = str(value)
                 elif name == "reproducible_noise":
-                    values[name] = value is True or str(value).lower() in ("true", "1", "yes")
+                    values[name] = _switch(key, value)
+                elif isinstance(value, bool):
+                    raise TypeError(key)
                 elif name == "noise_seed":
                     values[name] = int(value)
                 else:
                     values[name] = float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid privacy policy in the node config: {exc}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(
+                    f"invalid privacy policy in the node config: {key} = {value!r} is not "
+                    f"{'true or false' if name == 'reproducible_noise' else 'a number'}"
+                ) from None
         return cls(**values, require_budget=True)
 
     def node_config(self) -> dict[str, str | int | float | bool]:
@@ -166,6 +158,59 @@ class ClientPolicy:
         from medpriv.train.federated.client import client_seed
 
         return NoiseSource.reproducible(client_seed(self.noise_seed, round_number, client))
+
+
+def _switch(key: str, value: object) -> bool:
+    """A node-config on/off value: a bool, or true/false, 1/0, yes/no as text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{key} must be true or false")
+
+
+def _number(value: object) -> bool:
+    """A finite int or float (a bool is not a number)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def policy_problems(policy: ClientPolicy) -> list[str]:
+    """Every invalid setting of a client policy, each naming its node-config key and range."""
+    problems = []
+    checks = (
+        ("max-epsilon", policy.max_epsilon, True, lambda v: v > 0, "> 0 and finite"),
+        (
+            "min-noise-multiplier",
+            policy.min_noise_multiplier,
+            False,
+            lambda v: v >= 0,
+            ">= 0 and finite",
+        ),
+        ("max-grad-norm", policy.max_grad_norm, True, lambda v: v > 0, "> 0 and finite"),
+        ("delta", policy.delta, True, lambda v: 0 < v < 1, "in (0, 1)"),
+    )
+    for key, value, optional, valid, described in checks:
+        if value is None and optional:
+            continue
+        if not _number(value) or not valid(value):
+            problems.append(f"{key} must be {described}, got {value!r}")
+    if not isinstance(policy.accountant, str) or policy.accountant not in ACCOUNTANTS:
+        problems.append(f"accountant must be one of {', '.join(ACCOUNTANTS)}")
+    if not isinstance(policy.reproducible_noise, bool):
+        problems.append(
+            f"reproducible-noise must be true or false, got {policy.reproducible_noise!r}"
+        )
+    if not isinstance(policy.require_budget, bool):
+        problems.append("require_budget must be true or false")
+    seed = policy.noise_seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        problems.append(f"noise-seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    if problems:
+        problems[0] = "invalid client privacy policy: " + problems[0]
+    return problems
 
 
 # --- the ledger: the client's own accountant ------------------------------------------------
@@ -248,10 +293,7 @@ def ledger_file(path: str | Path) -> Iterator[PrivacyLedger]:
             try:
                 yield ledger
             finally:  # also when training fails: what was charged stays charged
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    out.write(ledger.to_json())
-                os.replace(tmp, path)
+                write_text_atomic(ledger.to_json(), path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -35,7 +35,7 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.engine.mlp import finish_scorer, prepare
 from medpriv.train.federated.client import LocalClient, LocalRecipe
-from medpriv.train.federated.engine import initial_weights, run_rounds
+from medpriv.train.federated.engine import check_enough_clients, initial_weights, run_rounds
 from medpriv.train.federated.policy import ClientPolicy, PrivacyLedger
 from medpriv.train.federated.private import (
     ClientLevelAccountant,
@@ -155,6 +155,9 @@ class FedAvgTrainer(Trainer):
             caveats = [VALIDATION_CAVEAT, *caveats]
         pre, data = prepare(splits, fit_on="val")
         parts = partition(splits.train, fed.partition, seed=seed, min_size=fed.min_client_size)
+        check_enough_clients(
+            len(parts.clients), min_clients=fed.min_clients, source=f"--partition {fed.partition}"
+        )
         x_train, y_train = data.x_train.numpy(), data.y_train.numpy()
         plan = self._plan(
             LocalRecipe.from_train_config(config),
