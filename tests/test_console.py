@@ -22,7 +22,14 @@ def _run(name: str, epsilon: float | None, bound: float, consistent: bool | None
         "cost": {"train_seconds": 1.0},
         "attacks": {
             "mia_lira": {"auc": 0.61, "tpr_at_fpr": {"0.001": 0.012, "0.01": 0.034}},
-            "audit": {"epsilon_lower_bound": bound, "consistent": consistent},
+            "audit": {
+                "epsilon_lower_bound": bound,
+                "consistent": consistent,
+                "deciding": "black_box" if epsilon is None else "white_box",
+                "verdict": "no claim" if epsilon is None else "contradicted",
+                "black_box": {"epsilon_lower_bound": bound, "max_demonstrable": 3.8},
+                **({} if epsilon is None else {"white_box": {"epsilon_lower_bound": bound}}),
+            },
         },
     }
 
@@ -36,9 +43,11 @@ def test_summary_has_attack_columns_and_warns_on_an_inconsistent_audit(
     }
     print_summary(document)
     out, err = capsys.readouterr()
-    assert "LiRA TPR @ 0.1% FPR" in out and "0.012" in out and "Audit ε ≥" in out
+    assert "LiRA TPR @ 0.1% FPR" in out and "0.012" in out and "Audit ε̂ (white-box)" in out
+    assert "Worst-case patient ε̂" in out and "can show ≤ 3.80" in out
     assert "not private" in out and "0.800" in out
-    assert "WARNING: dp-sgd eps=1" in err and "2.5 exceeds the claimed ε = 1" in err
+    assert "WARNING: dp-sgd eps=1" in err and "bounds ε below by 2.50" in err
+    assert "CONTRADICTS the claim" in err
     assert "baseline" not in err
 
 

@@ -58,7 +58,9 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
         not_applicable = {"fl_inversion", "sl_label_leakage", "sl_reconstruction"}
         assert set(run["attacks"]) == set(ATTACK_NAMES) - not_applicable
         assert run["attacks"]["mia_lira"]["n_shadow"] == 4
-        assert run["attacks"]["audit"]["consistent"] is None  # nothing claimed
+        audit = run["attacks"]["audit"]  # black-box only: nothing here has gradient canaries
+        assert set(audit) >= {"black_box", "deciding"} and "white_box" not in audit
+        assert audit["verdict"] == "no claim" and audit["consistent"] is None
         assert 0.7 < run["utility"]["auroc"] <= 1.0
         assert sum(run["splits"].values()) == 500 and "nonmember" in run["splits"]
     assert len(on_disk["runs"][0]["history"]) == 4
@@ -170,10 +172,12 @@ def test_cli_epsilon_sweep_with_private_methods(toy_csv: Path, tmp_path: Path):
         assert 0 < run["privacy"]["epsilon"] <= target
     assert runs[0]["params"]["data_norm"] == 2.0
     assert runs[2]["privacy"]["sampling"] == "poisson"
-    for run in runs:  # every private model is attacked and audited against its own ε
+    for run in runs:  # every private model is attacked and audited against its own claim
+        assert run["attacks"]["mia_lira"]["n_shadow"] == 4
         audit = run["attacks"]["audit"]
-        assert audit["claimed_epsilon"] == run["privacy"]["epsilon"]
-        assert audit["consistent"] is True and run["attacks"]["mia_lira"]["n_shadow"] == 4
+        assert ("white_box" in audit) == (run["method"] == "dp-sgd") and "black_box" in audit
+        assert audit["claimed_epsilon"] == pytest.approx(run["privacy"]["epsilon"], rel=0.1)
+        assert audit["consistent"] is True and not audit["verdict"].startswith("contradicted")
     assert len(list((run_dir / "checkpoints").glob("dp-sgd*.pt"))) == 2
 
 

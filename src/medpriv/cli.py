@@ -9,7 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
-from medpriv.cli_common import OneLineGroup, one_line_errors, take_debug_flag
+from medpriv.cli_common import (
+    AUDIT_EXIT,
+    OneLineGroup,
+    contradicted_runs,
+    one_line_errors,
+    take_debug_flag,
+)
 from medpriv.cli_fl import fl_app
 from medpriv.cli_sl import sl_app
 from medpriv.config import QUICK, ExperimentConfig, load_config
@@ -229,8 +235,18 @@ def run(
         ),
     ] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    allow_audit_failure: Annotated[
+        bool,
+        typer.Option(
+            "--allow-audit-failure",
+            help=f"exit 0 even when a canary audit contradicts a claimed ε (else {AUDIT_EXIT})",
+        ),
+    ] = False,
 ) -> None:
-    """Train, evaluate and attack every method; write results.json, report.html, report.md."""
+    """Train, evaluate and attack every method; write results.json, report.html, report.md.
+
+    Exits with status 4 when a canary audit contradicts a model's claimed ε (the results and
+    reports are written first), unless --allow-audit-failure."""
     from medpriv.console import ConsoleListener, print_summary
     from medpriv.data.sources import check_source
     from medpriv.experiment import RunPaths, run_experiment
@@ -322,6 +338,14 @@ def run(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     print_summary(document, listener.paths)
+    contradicted = contradicted_runs(document)
+    if contradicted and not allow_audit_failure:
+        typer.echo(
+            f"error: the canary audit contradicts the claimed ε of {', '.join(contradicted)}; "
+            "do not release these models (--allow-audit-failure exits 0)",
+            err=True,
+        )
+        raise typer.Exit(AUDIT_EXIT)
 
 
 def _stop_on_sigterm() -> Any:

@@ -23,6 +23,17 @@ from medpriv.errors import ConfigError, MedprivError, raise_all
 F = TypeVar("F", bound=Callable[..., Any])
 BAD_INPUT_EXIT = 2
 INTERNAL_ERROR_EXIT = 3
+AUDIT_EXIT = 4  # a run finished, and an audit contradicts a claimed ε
+
+
+def contradicted_runs(document: dict) -> list[str]:
+    """Names of the runs whose canary audit contradicts their claimed ε."""
+    return [
+        str(run.get("name"))
+        for run in document.get("runs") or []
+        if isinstance(run, dict)
+        and ((run.get("attacks") or {}).get("audit") or {}).get("consistent") is False
+    ]
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "MEDPRIV_DEBUG"
 

@@ -143,10 +143,8 @@ def print_summary(document: dict[str, Any], paths: Any = None) -> None:
         audit = (run.get("attacks") or {}).get("audit") or {}
         if audit.get("consistent") is False:
             _console(stderr=True).print(
-                f"WARNING: {run['name']}: the measured ε lower bound "
-                f"{audit['epsilon_lower_bound']:.3g} exceeds the claimed ε = "
-                f"{run['privacy']['epsilon']:.3g}; the DP implementation or its accounting is "
-                "wrong — do not rely on this model's ε",
+                f"WARNING: {run['name']}: {summary.audit_verdict(run)} The DP implementation or "
+                "its accounting is wrong.",
                 style="bold red",
             )
     if paths is not None:

@@ -46,7 +46,7 @@ def test_our_attacks_agree_with_art_on_an_overfit_model():
     block, results = run_attacks(
         model,
         splits,
-        attacks=("mia_loss", "mia_lira", "audit"),
+        attacks=("mia_loss", "mia_lira"),
         trainer=trainer,
         config=config,
         privacy=None,
@@ -86,5 +86,3 @@ def test_our_attacks_agree_with_art_on_an_overfit_model():
 
     assert block["mia_loss"]["auc"] > 0.6 and art_roc.auc > 0.6
     assert lira_roc.tpr_at(0.01) >= art_roc.tpr_at(0.01)
-    # The memorizing model leaks measurably: a 95% lower bound on its ε well above 0.
-    assert block["audit"]["epsilon_lower_bound"] > 0.3 and block["audit"]["consistent"] is None

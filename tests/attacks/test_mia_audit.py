@@ -1,18 +1,11 @@
-"""Attack statistics on arrays: ROC summaries, loss, LiRA, RMIA, and the ε audit's bounds."""
+"""Attack statistics on arrays: ROC summaries, loss, LiRA and RMIA (the audit's statistics are
+tested in tests/privacy/test_audit_statistics.py)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
-from medpriv.attacks.audit import (
-    audit_epsilon,
-    audit_strongest,
-    clopper_pearson,
-    epsilon_from_rates,
-)
 from medpriv.attacks.base import AttackInput, AttackResult, RocCurve
 from medpriv.attacks.mia import (
     MIN_SHADOWS_FOR_VARIANCE,
@@ -120,60 +113,3 @@ def test_rmia_ranks_by_likelihood_ratio_against_the_population():
     assert np.all((scores >= 0) & (scores <= 1))
     assert RocCurve.from_scores(member, scores).auc > 0.85
     assert RocCurve.from_scores(member, target).auc < 0.65  # raw confidence is fooled
-
-
-def test_clopper_pearson_covers_the_truth():
-    low, high = clopper_pearson(30, 100, 0.05)
-    assert 0.21 < low < 0.3 < high < 0.4
-    assert clopper_pearson(0, 50, 0.05)[0] == 0.0 and clopper_pearson(50, 50, 0.05)[1] == 1.0
-
-
-def test_epsilon_from_rates_is_the_dp_inequality():
-    assert epsilon_from_rates(0.5, 0.05, 0.5, 0.95, 0.0) == pytest.approx(
-        max(math.log(0.5 / 0.05), math.log(0.95 / 0.5))
-    )
-    assert epsilon_from_rates(0.1, 0.1, 0.9, 0.9, 0.0) == 0.0
-
-
-@pytest.mark.parametrize("eps", [0.3, 1.0, 3.0])
-def test_audit_of_a_randomized_response_mechanism_is_valid_and_tight(eps: float):
-    """A membership bit released through ε-randomized response is exactly ε-DP: a 95% lower
-    bound may exceed ε in at most about 5% of runs, and on average it comes close to ε."""
-    bounds = []
-    for seed in range(100):
-        rng = np.random.default_rng(seed)
-        member = rng.random(4000) < 0.5
-        keep = rng.random(4000) < math.exp(eps) / (1 + math.exp(eps))
-        scores = np.where(keep, member, ~member).astype(float)
-        audit = audit_epsilon(
-            scores, member, delta=0.0, claimed_epsilon=eps, attack="rr", seed=seed
-        )
-        bounds.append(audit.epsilon_lower_bound)
-    bounds = np.array(bounds)
-    assert np.mean(bounds > eps) <= 0.05
-    assert 0.5 * eps < np.mean(bounds) <= eps
-
-
-def test_audit_flags_a_leak_beyond_the_claim():
-    member = np.r_[np.ones(1000), np.zeros(1000)].astype(int)
-    audit = audit_epsilon(member.astype(float), member, delta=1e-5, claimed_epsilon=1.0, attack="x")
-    assert audit.epsilon_lower_bound > 4 and audit.consistent is False
-    assert audit.to_dict()["consistent"] is False
-    nonprivate = audit_epsilon(member * 1.0, member, delta=0.0, claimed_epsilon=None, attack="x")
-    assert nonprivate.consistent is None
-
-
-def test_the_audit_picks_the_stronger_attack_on_the_selection_half():
-    rng = np.random.default_rng(0)
-    member = rng.random(4000) < 0.5
-    useless = rng.random(4000)
-    keep = rng.random(4000) < math.exp(2.0) / (1 + math.exp(2.0))
-    leaky = np.where(keep, member, ~member).astype(float)  # 2-DP randomized response
-    both = audit_strongest(
-        {"useless": useless, "leaky": leaky}, member, delta=0.0, claimed_epsilon=None, seed=1
-    )
-    alone = audit_epsilon(leaky, member, delta=0.0, claimed_epsilon=None, attack="leaky", seed=1)
-    assert both.attack == "leaky" and both.epsilon_lower_bound == alone.epsilon_lower_bound
-    assert 1.0 < both.epsilon_lower_bound <= 2.0
-    with pytest.raises(ValueError, match="scores for"):
-        audit_strongest({"short": leaky[:10]}, member, delta=0.0, claimed_epsilon=None)

@@ -70,11 +70,18 @@ def test_every_registered_attack_reports_on_every_trainer(method: str):
         assert len(results[name].scores) == len(splits.train) + len(splits.parts["nonmember"])
     assert block["mia_lira"]["n_shadow"] == 4 and "offline" in block["mia_lira"]
     audit = block["audit"]
-    if model.privacy.epsilon is not None:
-        assert audit["claimed_epsilon"] == model.privacy.epsilon and audit["consistent"] is True
-        assert audit["epsilon_lower_bound"] <= model.privacy.epsilon
-    else:
-        assert audit["claimed_epsilon"] is None and audit["consistent"] is None
+    assert ("white_box" in audit) == trainer.gradient_canaries and "black_box" in audit
+    for threat_model in ("white_box", "black_box"):
+        if threat_model not in audit:
+            continue
+        found = audit[threat_model]
+        assert found["epsilon_lower_bound"] <= found["max_demonstrable"] == found["power"]
+        if trainer.private:  # the audit run's own claim, near the released model's
+            assert found["claimed_epsilon"] == pytest.approx(model.privacy.epsilon, rel=0.1)
+            assert found["verdict"] in ("not contradicted", "tight") and found["consistent"]
+        else:
+            assert found["claimed_epsilon"] is None and found["verdict"] == "no claim"
+    assert audit["deciding"] in audit and audit["verdict"] == audit[audit["deciding"]]["verdict"]
     assert block["attribute"]["attribute"] == "group"
     if method == "split-ushaped":
         assert 0.5 <= block["sl_label_leakage"]["auc"] <= 1.0
@@ -87,15 +94,19 @@ def test_every_registered_attack_reports_on_every_trainer(method: str):
         assert 0 <= views["fedsgd"]["1"]["accuracy"] <= 1
 
 
-def test_the_audit_uses_the_loss_attack_when_no_membership_attack_is_asked_for():
+def test_the_audits_run_on_their_own_canary_runs_white_box_where_it_applies():
     splits = _splits()
-    trainer = get_trainer("logreg")
-    model = trainer.fit(splits=splits, config=TrainConfig(), seed=0)
-    block, results = run_attacks(
-        model, splits, attacks=("audit",), trainer=trainer, config=TrainConfig(), privacy=None
-    )
-    assert set(block) == {"audit"} and block["audit"]["attack"] == "mia_loss"
-    assert set(results) == {"mia_loss"}
+    config = TrainConfig(epochs=2, hidden=(16, 8))
+    for method, applies in (("logreg", False), ("dp-sgd", True)):
+        trainer = get_trainer(method)
+        privacy = PrivacyConfig(target_epsilon=2.0) if trainer.private else None
+        model = trainer.fit(splits=splits, config=config, privacy=privacy, seed=0)
+        block, results = run_attacks(
+            model, splits, attacks=("audit",), trainer=trainer, config=config, privacy=privacy
+        )
+        assert set(block) == {"audit"} and not results
+        assert ("white_box" in block["audit"]) == applies and "black_box" in block["audit"]
+        assert "canaries" not in model.artifacts  # the released model never sees a canary
 
 
 def test_only_the_requested_attacks_run():

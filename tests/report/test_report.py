@@ -157,7 +157,7 @@ def test_attacks_table_and_audit_warning(page: str):
     ):
         assert text in attacks
     assert "0.523" in attacks and "0.031" in attacks and "2.400" in attacks
-    assert page.count(ALERT) == 1 and "empirical ε lower bound 2.4" in page
+    assert page.count(ALERT) == 1 and "bounds ε below by 2.40" in page and "CONTRADICTS" in page
     assert "audit failed" in page.split('<section id="privacy">')[1].split("</section>")[0]
     assert ALERT not in render_report(_results(consistent=True))
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from medpriv.attacks.audit import audit_strongest
 from medpriv.attacks.base import AttackInput, AttackResult
 from medpriv.attacks.mia import (
     lira_scores,
@@ -247,17 +246,20 @@ def _mia_rmia(ctx: AttackContext) -> dict[str, Any]:
 
 @ATTACKS.register("audit")
 def _audit(ctx: AttackContext) -> dict[str, Any]:
-    """ε lower bound from the strongest of the membership attacks run (the loss attack when
-    none was asked for); the attack is chosen on one half of the pool, counted on the other."""
-    if not any(name in ctx.results for name in MEMBERSHIP_ATTACKS):
-        ATTACKS.get("mia_loss")(ctx)
-    return audit_strongest(
-        {name: r.scores for name, r in ctx.results.items() if name in MEMBERSHIP_ATTACKS},
-        ctx.pool.member,
-        delta=ctx.model.privacy.delta or 0.0,
-        claimed_epsilon=ctx.model.privacy.epsilon,
-        seed=ctx.seed,
-    ).to_dict()
+    """The canary audits, each on its own training run (`medpriv.attacks.canary_audit`,
+    `medpriv.attacks.input_canaries`): white-box for trainers that take gradient canaries,
+    black-box for every method."""
+    from medpriv.attacks.canary_audit import audit_block, white_box_audit
+    from medpriv.attacks.input_canaries import black_box_audit
+
+    common = {"splits": ctx.splits, "config": ctx.config, "privacy": ctx.privacy, "seed": ctx.seed}
+    white = None
+    if ctx.trainer.gradient_canaries:
+        ctx.say("auditing the mechanism with gradient canaries")
+        white = white_box_audit(ctx.trainer, **common)
+    ctx.say("auditing the released model with input canaries")
+    black = black_box_audit(ctx.trainer, ctx.model, **common)
+    return audit_block(white_box=white, black_box=black)
 
 
 @ATTACKS.register("attribute")

@@ -14,6 +14,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -32,6 +33,9 @@ from medpriv.privacy.clipping import (
     supports,
 )
 from medpriv.privacy.randomness import NoiseSource
+
+if TYPE_CHECKING:
+    from medpriv.privacy.audit.canaries import DiracCanaries
 
 # One optimizer step on one batch; returns the batch logits (detached).
 Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -111,9 +115,13 @@ def make_fast_dp_step(
     noise_multiplier: float,
     expected_batch_size: float,
     noise: NoiseSource,
+    canaries: DiracCanaries | None = None,
 ) -> Step:
     """A loop `Step`: (clipped sum + N(0, (σC)²)) / expected batch size written into p.grad,
     then optimizer.step(). Returns detached logits. An empty batch gives a pure-noise step.
+
+    With `canaries` (the white-box audit's own run only), the sampled canaries' gradients are
+    clipped by the same function and added to the same noisy sum.
 
     The network's layer plan and a flat gradient buffer (the parameters' .grad are views of it)
     are built on first use and kept while the step is called with the same network object
@@ -140,6 +148,8 @@ def make_fast_dp_step(
             factors = _clip_factors(_norms(plan, inputs, grads), max_grad_norm)
             views = buffer.attach()
             noise.gaussian_(buffer.flat, std)
+            if canaries is not None:
+                canaries.inject_(buffer.flat, lambda norms: _clip_factors(norms, max_grad_norm))
             _accumulate(plan, inputs, grads, factors, views)
             buffer.flat.div_(expected_batch_size)
         optimizer.step()
@@ -199,8 +209,10 @@ def make_dp_step(
     noise_multiplier: float,
     expected_batch_size: float,
     noise: NoiseSource,
+    canaries: DiracCanaries | None = None,
 ) -> tuple[Step, Callable[[], None], str]:
-    """(step, close, engine used): `fast` where it applies, else Opacus."""
+    """(step, close, engine used): `fast` where it applies, else Opacus. Canaries need the
+    fast engine."""
     if engine not in ENGINES:
         raise ValueError(f"unknown DP engine {engine!r}; valid: {', '.join(ENGINES)}")
     mechanism = dict(
@@ -210,6 +222,8 @@ def make_dp_step(
         noise=noise,
     )
     if engine == "fast" and supports(network):
-        return make_fast_dp_step(**mechanism), lambda: None, "fast"
+        return make_fast_dp_step(**mechanism, canaries=canaries), lambda: None, "fast"
+    if canaries is not None:
+        raise ValueError("gradient canaries need the fast DP engine and an MLP it supports")
     step, close = make_opacus_step(network, optimizer, **mechanism)
     return step, close, "opacus"

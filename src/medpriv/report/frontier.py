@@ -124,3 +124,59 @@ def frontier(rows: Sequence[Row]) -> Figure | None:
         frameon=False,
     )
     return fig
+
+
+AUDIT_MARKERS = {"white_box": ("o", "white-box ε̂"), "black_box": ("^", "black-box ε̂")}
+
+
+def _audits(run: dict) -> list[tuple[str, float, float, float | None]]:
+    """(threat model, claimed ε, ε̂, most it could show) for each canary audit of a run."""
+    audit = run.get("attacks", {}).get("audit") if isinstance(run.get("attacks"), dict) else None
+    found = []
+    for kind in AUDIT_MARKERS:
+        block = audit.get(kind) if isinstance(audit, dict) else None
+        if not isinstance(block, dict):
+            continue
+        claimed, bound = block.get("claimed_epsilon"), block.get("epsilon_lower_bound")
+        if isinstance(claimed, int | float) and isinstance(bound, int | float):
+            power = block.get("max_demonstrable")
+            found.append((kind, float(claimed), float(bound), power))
+    return found
+
+
+def audit_figure(rows: Sequence[Row]) -> Figure | None:
+    """Claimed ε against the audits' ε̂, one point per run and threat model; the diagonal is the
+    claim (a point above it contradicts the claim) and a faint tick marks the most each audit
+    could have shown. None when no private run was audited."""
+    points = [(row, audit) for row in rows for run in row.runs for audit in _audits(run)]
+    if not points:
+        return None
+    fig, ax = _figure(5.6, 4.6)
+    colors = dict(zip([r.label for r in rows], _colors(len(rows)), strict=True))
+    top = max(max(claimed, bound) for _, (_, claimed, bound, _) in points)
+    labelled: set[tuple[str, str]] = set()
+    for row, (kind, claimed, bound, power) in points:
+        marker, name = AUDIT_MARKERS[kind]
+        key = (row.label, kind)
+        ax.scatter(
+            [claimed],
+            [bound],
+            marker=marker,
+            s=40,
+            color=colors[row.label],
+            label=None if key in labelled else f"{_label(row.label, 28)} — {name}",
+        )
+        labelled.add(key)
+        if isinstance(power, int | float) and power <= 2 * top:
+            ax.plot([claimed], [power], marker="_", ms=12, color=colors[row.label], alpha=0.4)
+    ax.plot([0, top * 1.15], [0, top * 1.15], ls="--", lw=1, color="#999", label="ε̂ = claimed ε")
+    ax.set(
+        xlabel="claimed ε",
+        ylabel="audited ε̂ (lower bound, 95%)",
+        title="Claimed vs audited ε (above the diagonal: contradicted)",
+        xlim=(0, top * 1.15),
+        ylim=(0, None),
+    )
+    _style(ax)
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    return fig

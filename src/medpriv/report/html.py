@@ -19,7 +19,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from medpriv.report import plots, summary
-from medpriv.report.frontier import frontier
+from medpriv.report.frontier import audit_figure, frontier
 from medpriv.report.plots import number
 
 __all__ = ["render_report", "write_report"]
@@ -232,7 +232,8 @@ def _headline_section(rows: list[summary.Row]) -> str:
         + f'<p class="note">Test split, {_e(spread)}. Best value per column in '
         '<span class="best-key">bold blue</span>: higher AUROC, AUPRC and accuracy; lower '
         "membership-attack success (MIA AUC: loss-threshold attack, 0.5 = chance; LiRA: share of "
-        "members found at a 0.1% false-positive rate), audit lower bound and training time. ε "
+        "members found at a 0.1% false-positive rate), audit ε̂ (in brackets: the most the audit "
+        "could have shown) and training time. ε "
         "is per privacy unit and the largest over the seeds (the weakest guarantee among them); "
         "“none” = no formal guarantee.</p></section>"
     )
@@ -531,6 +532,8 @@ _METRIC_TITLES = {
     "auc": "AUC",
     "advantage": "advantage",
     "epsilon_lower_bound": "ε lower bound",
+    "max_demonstrable": "could show at most",
+    "claimed_epsilon": "claimed ε",
     "confidence": "confidence",
     "consistent": "verdict",
     "accuracy_b1": "reconstructed, 1 record",
@@ -540,11 +543,27 @@ _METRIC_TITLES = {
 }
 
 
+def _attacks_of(run: dict) -> dict[str, Any]:
+    """A run's attack blocks as the attack tables show them: the canary audit as one table per
+    threat model (its top-level summary repeats the deciding one)."""
+    found: dict[str, Any] = {}
+    for attack, result in _dict(run.get("attacks")).items():
+        threat_models = {k: v for k, v in _dict(result).items() if k in AUDIT_THREAT_MODELS}
+        if attack == "audit" and threat_models:
+            found.update({f"audit_{k}": v for k, v in threat_models.items()})
+        else:
+            found[attack] = result
+    return found
+
+
+AUDIT_THREAT_MODELS = ("white_box", "black_box")
+
+
 def _attack_columns(runs: list[dict]) -> dict[str, list[str]]:
     """attack name -> metric keys present for it in any run, in a stable, readable order."""
     found: dict[str, dict[str, None]] = {}
     for run in runs:
-        for attack, result in _dict(run.get("attacks")).items():
+        for attack, result in _attacks_of(run).items():
             keys = found.setdefault(str(attack), {})
             result = _dict(result)
             for key in _KNOWN_METRICS:
@@ -575,6 +594,8 @@ def _metric_cell(result: dict, key: str) -> tuple[str, str]:
         value = result.get(key)
     if key == "consistent" and isinstance(value, bool):  # never "confirmed": little power
         return ("not contradicted", "") if value else ("CONTRADICTED", "bad")
+    if key == "verdict" and isinstance(value, str):
+        return (_e(value.upper()), "bad") if value.startswith("contradicted") else (_e(value), "")
     if isinstance(value, bool) or (value is not None and number(value) is None):
         return _e(value), ""
     if key == "confidence":
@@ -617,8 +638,11 @@ def _audit_warning(runs: list[dict]) -> str:
         conf = number(result.get("confidence"))
         conf_text = f" at {conf:.0%} confidence" if conf is not None else ""
         claim = f"the claimed ε = {claimed}" if claimed else "a run that claims no ε"
+        said = summary.audit_verdict({"attacks": {"audit": result}}) if attack == "audit" else None
         items.append(
-            f"<li><strong>{_e(run_name)}</strong> — {_e(attack)}: empirical ε lower bound "
+            f"<li><strong>{_e(run_name)}</strong> — {_e(said)}</li>"
+            if said
+            else f"<li><strong>{_e(run_name)}</strong> — {_e(attack)}: empirical ε lower bound "
             f"{bound}{conf_text} is inconsistent with {claim}.</li>"
         )
     return (
@@ -634,6 +658,8 @@ ATTACK_TITLES = {
     "mia_lira": "Membership inference — LiRA",
     "mia_rmia": "Membership inference — RMIA",
     "audit": "Empirical ε audit",
+    "audit_white_box": "Canary audit — white-box (the mechanism: every noisy update seen)",
+    "audit_black_box": "Canary audit — black-box (the released model's most exposed patient)",
     "attribute": "Attribute inference",
     "fl_inversion": "Gradient inversion of federated updates",
     "sl_label_leakage": "Split learning — label leakage",
@@ -644,11 +670,17 @@ ATTACK_TITLES = {
 def _attack_table(attack: str, keys: list[str], runs: list[dict]) -> str:
     """One attack: numeric metrics as columns, one row per attacked run; text fields (method,
     variant, target) listed once below."""
-    numeric = [k for k in keys if k == "consistent" or _numeric_column(attack, k, runs)]
+    numeric = [
+        k
+        for k in keys
+        if k in ("consistent", "verdict") or _numeric_column(attack, k, runs)
+        if not (k == "power" and "max_demonstrable" in keys)  # the same number, said once
+        if not (k == "consistent" and "verdict" in keys)
+    ]
     texts: dict[str, dict[str, None]] = {}
     rows = []
     for i, run in enumerate(runs):
-        result = _dict(run.get("attacks")).get(attack)
+        result = _attacks_of(run).get(attack)
         if not isinstance(result, dict):
             continue
         rows.append(
@@ -714,6 +746,23 @@ def _png(fig: Figure, dpi: int = 110) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _audit_figure(rows: list[summary.Row]) -> str:
+    """Claimed vs audited ε as a figure, or nothing (never costs the report)."""
+    try:
+        fig = audit_figure(rows)
+    except Exception as error:  # a malformed field must not cost the whole report
+        kind = _e(type(error).__name__)
+        return f'<p class="note">The audit figure could not be drawn: {kind}</p>'
+    if fig is None:
+        return ""
+    return (
+        '<figure><img alt="Claimed against audited ε" '
+        f'src="data:image/png;base64,{_png(fig)}"><figcaption>Claimed ε against the canary '
+        "audits' ε̂ (circles: white-box, triangles: black-box; faint ticks: the most each audit "
+        "could show). A point above the diagonal contradicts its claim.</figcaption></figure>"
+    )
+
+
 def _frontier_section(rows: list[summary.Row]) -> str:
     try:
         fig = frontier(rows)
@@ -732,7 +781,7 @@ def _frontier_section(rows: list[summary.Row]) -> str:
         "share of training members it identifies at a 0.1% false-positive rate (dashed: "
         "chance). One point per method and ε: mean over seeds with SD bars (one seed: the "
         "AUROC's 95% CI); faint dots are single seeds. Up and to the left is better."
-        "</figcaption></figure></section>"
+        "</figcaption></figure>" + _audit_figure(rows) + "</section>"
     )
 
 

@@ -72,9 +72,16 @@ HEADLINE_COLUMNS = (
         "min",
     ),
     Column(
-        "audit_lb",
-        "Audit ε ≥",
-        lambda r: _path(r, "attacks", "audit", "epsilon_lower_bound"),
+        "audit_white",
+        "Audit ε̂ (white-box)",
+        lambda r: _path(r, "attacks", "audit", "white_box", "epsilon_lower_bound"),
+        "min",
+        ".2f",
+    ),
+    Column(
+        "audit_black",
+        "Worst-case patient ε̂ (black-box)",
+        lambda r: _path(r, "attacks", "audit", "black_box", "epsilon_lower_bound"),
         "min",
         ".2f",
     ),
@@ -189,7 +196,21 @@ def cell_text(
         return f"{stat.mean:.3f}{ci_sep}({ci[0]:.3f}–{ci[1]:.3f})"
     if column.key == "bytes":
         return format_bytes(stat.mean)
+    if column.key in AUDIT_POWER_OF and stat.mean is not None:
+        power = audit_power(row, AUDIT_POWER_OF[column.key])
+        text = format_stat(stat, column.spec, pm=pm)
+        return text if power is None else f"{text}{ci_sep}(can show ≤ {power:.2f})"
     return format_stat(stat, column.spec, pm=pm)
+
+
+AUDIT_POWER_OF = {"audit_white": "white_box", "audit_black": "black_box"}
+
+
+def audit_power(row: Row, threat_model: str) -> float | None:
+    """The largest ε̂ the row's audits of this threat model could have shown (over seeds)."""
+    found = [_path(r, "attacks", "audit", threat_model, "max_demonstrable") for r in row.runs]
+    found = [p for p in found if p is not None]
+    return max(found) if found else None
 
 
 def format_stat(stat: Stat, spec: str = ".3f", *, pm: str = " ± ") -> str:
@@ -224,8 +245,8 @@ CARD_UNPROTECTED = (
     "covers them."
 )
 AUDIT_POWER = (
-    "an audit with few canaries has little power, so this does not confirm the claim; it only "
-    "fails to refute it"
+    "an audit that does not contradict a claim does not confirm it: it can show no more than "
+    "its power"
 )
 # What a statement says beyond ε, in the order a reader needs it (results.json privacy keys).
 DETAIL_KEYS = (
@@ -265,25 +286,52 @@ def statement_details(row: Row) -> list[tuple[str, list[str]]]:
 
 
 def audit_verdict(run: dict) -> str | None:
-    """The audit in words that never over-claim: 'not contradicted' (an audit with little power
-    cannot confirm ε), or CONTRADICTS when its lower bound exceeds the claim."""
+    """The audit in words that never over-claim: CONTRADICTS when ε̂ (or the Gaussian-DP
+    estimate, said as such) exceeds the claim, else 'tight' or 'not contradicted' with the
+    largest ε̂ this audit could have shown; for a model without a claim, its exposure."""
     audit = _dict(_dict(run.get("attacks")).get("audit"))
     bound = number(audit.get("epsilon_lower_bound"))
     if bound is None:
         return None
     conf = number(audit.get("confidence"))
     at = f" at {conf:.0%} confidence" if conf is not None else ""
-    if audit.get("consistent") is False:
+    what = AUDIT_KINDS.get(str(audit.get("deciding")), "An empirical audit")
+    power = number(audit.get("power"))
+    power_text = f"; this audit could show at most {power:.2f}" if power is not None else ""
+    verdict = audit.get("verdict")
+    if verdict == "no claim":
         return (
-            f"An empirical audit bounds ε below by {bound:.2f}{at}: this CONTRADICTS the claim — "
+            f"{what} shows the most exposed patient at ε̂ ≥ {bound:.2f}{at}{power_text} "
+            "(no ε is claimed)."
+        )
+    if audit.get("consistent") is False:
+        estimate = number(
+            _dict(_dict(audit.get(str(audit.get("deciding")))).get("gaussian_estimate")).get(
+                "epsilon_estimate"
+            )
+        )
+        if verdict != "contradicted" and estimate is not None:
+            return (
+                f"{what} estimates ε at {estimate:.2f} assuming Gaussian noise (its "
+                f"distribution-free bound is {bound:.2f}{at}): this CONTRADICTS the claim — "
+                "do not rely on this model's ε."
+            )
+        return (
+            f"{what} bounds ε below by {bound:.2f}{at}: this CONTRADICTS the claim — "
             "do not rely on this model's ε."
         )
-    power = number(audit.get("power"))
-    power_text = f" (its power: {power:.0%})" if power is not None else ""
+    if verdict == "tight":
+        return f"{what} bounds ε below by {bound:.2f}{at}: the claim is tight (ε̂ ≥ half of ε)."
     return (
-        f"An empirical audit bounds ε below by {bound:.2f}{at}: the claim is not "
-        f"contradicted{power_text}; {AUDIT_POWER}."
+        f"{what} bounds ε below by {bound:.2f}{at}: the claim is not contradicted"
+        f"{power_text} ({AUDIT_POWER})."
     )
+
+
+AUDIT_KINDS = {
+    "white_box": "A white-box canary audit",
+    "black_box": "A black-box canary audit",
+}
 
 
 def plain_statement(run: dict) -> str:
@@ -362,10 +410,7 @@ def warnings(document: dict) -> list[str]:
         name = str(run.get("name") or f"run {i + 1}")
         audit = _dict(_dict(run.get("attacks")).get("audit"))
         if audit.get("consistent") is False:
-            found[
-                f"{name}: the audit's ε lower bound {number(audit.get('epsilon_lower_bound')):.3g} "
-                "exceeds the claimed ε — do not rely on this model's guarantee."
-            ] = None
+            found[f"{name}: {audit_verdict(run)}"] = None
         for caveat in _dict(run.get("privacy")).get("caveats") or []:
             if "budget" in str(caveat):
                 found[f"{group_label(run, i)}: {caveat}."] = None

@@ -97,11 +97,15 @@ class Trainer:
     privacy settings (it then runs once per ε of a sweep); `recipe` holds the method's defaults
     for TrainConfig fields left unset; `planned_epochs` is what a progress bar counts;
     `for_shadows` may return a cheaper copy for attack reference models (same training, no
-    bookkeeping nobody reads).
+    bookkeeping nobody reads); `gradient_canaries` says whether the white-box canary audit
+    applies.
     """
 
     method: str = ""
     private: bool = False
+    # True when `fit` also takes `canaries=` (a factory of `DiracCanaries`, called with the
+    # network's parameter count and the mechanism): the white-box audit's own run.
+    gradient_canaries: bool = False
     recipe: Mapping[str, Any] = MappingProxyType({})
 
     def fit(

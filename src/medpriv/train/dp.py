@@ -9,10 +9,12 @@ comes from Opacus's PRV or RDP accountant over every step since the start.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from medpriv.config import DP_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.splits import Splits
+from medpriv.privacy.audit.canaries import DiracCanaries
 from medpriv.privacy.plan import (
     VALIDATION_CAVEAT,
     RunAccountant,
@@ -38,6 +40,7 @@ class DPSGDTrainer(Trainer):
     method = "dp-sgd"
     private = True
     recipe = DP_RECIPE
+    gradient_canaries = True
 
     def fit(
         self,
@@ -49,7 +52,10 @@ class DPSGDTrainer(Trainer):
         checkpoint: Path | None = None,
         resume: bool = False,
         on_epoch: EpochCallback | None = None,
+        canaries: Callable[..., DiracCanaries] | None = None,
     ) -> TrainedModel:
+        """The DP-SGD model; with `canaries` (the white-box audit only), the factory's canaries
+        are planted in this run's mechanism and returned in `artifacts["canaries"]`."""
         start = time.perf_counter()
         config = config.resolved(self.recipe)
         privacy = privacy or PrivacyConfig()
@@ -70,6 +76,18 @@ class DPSGDTrainer(Trainer):
         )
         # Fresh per run and per resume; never saved (a checkpoint holds no noise state).
         noise = NoiseSource.for_run(reproducible=privacy.reproducible_noise, seed=seed)
+        planted = (
+            None
+            if canaries is None
+            else canaries(
+                parameters=sum(p.numel() for p in network.parameters()),
+                max_grad_norm=plan.max_grad_norm,
+                noise_multiplier=plan.noise_multiplier,
+                sample_rate=plan.sample_rate,
+                noise=noise,
+                seed=seed,
+            )
+        )
         step, close, engine = make_dp_step(
             privacy.engine,
             network,
@@ -78,6 +96,7 @@ class DPSGDTrainer(Trainer):
             noise_multiplier=plan.noise_multiplier,
             expected_batch_size=plan.expected_batch_size,
             noise=noise,
+            canaries=planted,
         )
         accountant = RunAccountant(plan)
         sampler = PoissonBatches(
@@ -129,6 +148,7 @@ class DPSGDTrainer(Trainer):
             history=state.history,
             privacy=spent,
             cost=Cost(train_seconds=time.perf_counter() - start),
+            artifacts={} if planted is None else {"canaries": planted},
             params={
                 **loop_params(config, state),
                 "calibration": calibration,

@@ -1,0 +1,142 @@
+"""Planted faults in the one DP mechanism are caught by the white-box canary audit (flagged
+*contradicted*), and the correct mechanism is not, beyond the audit's 5% design rate.
+
+Each fault is planted where it would live: in the noise draw (σ = 0; noise × 0.5), in the
+step's clipping function (no clipping; canaries' gradients have norm 10·C) and in the
+accountant (q / 10). σ = 0, no clipping and q / 10 are caught at a claimed ε = 2 by the
+distribution-free bound itself; noise × 0.5 at a claimed ε = 4 makes the true ε about 10, which
+one run of 1,000 canaries cannot prove distribution-free (its power is about 4–5), so there it
+is the Gaussian-DP estimate that flags it, and the verdict says so. Toy cohorts and 1,000
+canaries keep the file within about a minute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import medpriv.privacy.accounting as accounting
+import medpriv.privacy.plan as plan_module
+import medpriv.privacy.step as step_module
+from medpriv.attacks.canary_audit import (
+    GAUSSIAN_CONTRADICTION,
+    verdict,
+    verdict_text,
+    white_box_audit,
+)
+from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.data.splits import split_by_unit
+from medpriv.privacy.audit.canaries import DiracCanaries
+from medpriv.privacy.randomness import NoiseSource
+from medpriv.train.base import get_trainer
+from tests.conftest import make_toy_dataset
+
+CANARIES = 1000
+SHORT = (2000, TrainConfig(epochs=5, hidden=(64, 32)))  # 15 steps at q ≈ 0.4
+# 2,000 steps at q ≈ 0.02: long enough for halved noise to be visible in one run
+LONG = (1000, TrainConfig(epochs=40, hidden=(64, 32), patience=1000, batch_size=13))
+
+
+def _audit(seed: int, claim: float, run: tuple[int, TrainConfig]) -> dict:
+    n, config = run
+    return white_box_audit(
+        get_trainer("dp-sgd"),
+        splits=split_by_unit(make_toy_dataset(n), seed=0),
+        config=config,
+        privacy=PrivacyConfig(target_epsilon=claim),
+        seed=seed,
+        canaries=CANARIES,
+    )
+
+
+def _half_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    draw = NoiseSource.gaussian_
+    monkeypatch.setattr(NoiseSource, "gaussian_", lambda self, out, std: draw(self, out, std / 2))
+
+
+def _no_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    draw = NoiseSource.gaussian_
+    monkeypatch.setattr(NoiseSource, "gaussian_", lambda self, out, std: draw(self, out, 0.0))
+
+
+def _no_clipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(step_module, "_clip_factors", lambda norms, c: norms.new_ones(norms.shape))
+
+
+def _accountant_q_over_10(monkeypatch: pytest.MonkeyPatch) -> None:
+    history_epsilon, calibrate = accounting._history_epsilon, accounting.calibrate_noise
+
+    def smaller_q(mechanism, history, delta):
+        return history_epsilon(mechanism, tuple((s, q / 10, n) for s, q, n in history), delta)
+
+    def calibrate_small_q(**settings):
+        return calibrate(**{**settings, "sample_rate": settings["sample_rate"] / 10})
+
+    monkeypatch.setattr(accounting, "_history_epsilon", smaller_q)
+    monkeypatch.setattr(plan_module, "calibrate_noise", calibrate_small_q)
+
+
+@pytest.mark.parametrize("plant", [_no_noise, _no_clipping, _accountant_q_over_10])
+def test_a_planted_fault_is_contradicted_by_the_bound(plant, monkeypatch: pytest.MonkeyPatch):
+    plant(monkeypatch)
+    for seed in range(2):
+        audit = _audit(seed, 2.0, SHORT)
+        assert audit["verdict"] == "contradicted", audit
+        assert audit["consistent"] is False
+        assert audit["epsilon_lower_bound"] > audit["claimed_epsilon"]
+        assert verdict_text(audit).startswith("contradicted")
+
+
+def test_halved_noise_at_epsilon_4_is_flagged(monkeypatch: pytest.MonkeyPatch):
+    _half_noise(monkeypatch)
+    for seed in range(2):
+        audit = _audit(seed, 4.0, LONG)
+        assert audit["verdict"] in ("contradicted", GAUSSIAN_CONTRADICTION), audit
+        assert audit["consistent"] is False
+        assert "assumes Gaussian noise" in verdict_text(audit) or audit["verdict"] == "contradicted"
+
+
+@pytest.mark.parametrize(("claim", "run"), [(2.0, SHORT), (4.0, LONG)], ids=["short", "long"])
+def test_the_correct_mechanism_is_flagged_no_more_often_than_the_design_rate(claim, run):
+    seeds = 3
+    audits = [_audit(seed, claim, run) for seed in range(seeds)]
+    flagged = sum(a["consistent"] is False for a in audits)
+    # at a 5% design rate, 2 or more of 3 happen with probability < 1%
+    assert flagged <= stats.binom.ppf(0.99, seeds, 0.05)
+    for audit in audits:
+        assert audit["canaries"] == CANARIES and audit["confidence"] == 0.95
+        assert 0 < audit["canaries_included"] < CANARIES
+        assert audit["max_demonstrable"] > 0.9 * claim  # about the claim: it could catch a fault
+        assert audit["gaussian_estimate"]["epsilon_estimate"] >= 0
+        assert "white-box" in audit["threat_model"]
+
+
+def test_verdicts_never_say_consistent():
+    assert verdict(0.1, 2.0) == "not contradicted"
+    assert verdict(1.2, 2.0) == "tight"
+    assert verdict(2.5, 2.0) == "contradicted"
+    assert verdict(2.5, None) == "no claim"
+    assert verdict(1.2, 2.0, estimate=2.3) == GAUSSIAN_CONTRADICTION
+    text = verdict_text(
+        {"verdict": "not contradicted", "epsilon_lower_bound": 0.2, "max_demonstrable": 4.4}
+    )
+    assert text == "not contradicted — this audit could show at most ε̂ 4.40"
+
+
+def test_canary_coins_come_from_the_csprng_and_positions_from_the_seed():
+    def planted() -> DiracCanaries:
+        return DiracCanaries(
+            canaries=500,
+            parameters=5000,
+            max_grad_norm=1.0,
+            noise_multiplier=1.0,
+            sample_rate=0.1,
+            noise=NoiseSource.reproducible(0),
+            seed=3,
+        )
+
+    a, b = planted(), planted()
+    assert np.array_equal(a.coordinates, b.coordinates)  # public: the run seed
+    assert not np.array_equal(a.included, b.included)  # secret: never replayable
+    assert len(set(a.coordinates.tolist())) == 500  # one coordinate each
