@@ -25,7 +25,7 @@ from medpriv.attacks.canary_audit import (
     verdict_text,
     white_box_audit,
 )
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import FederatedConfig, PrivacyConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
 from medpriv.privacy.audit.canaries import DiracCanaries
 from medpriv.privacy.randomness import NoiseSource
@@ -110,6 +110,42 @@ def test_the_correct_mechanism_is_flagged_no_more_often_than_the_design_rate(cla
         assert audit["max_demonstrable"] > 0.9 * claim  # about the claim: it could catch a fault
         assert audit["gaussian_estimate"]["epsilon_estimate"] >= 0
         assert "white-box" in audit["threat_model"]
+
+
+def _federated_audit(seed: int, method: str = "fedavg-dp") -> dict:
+    return white_box_audit(
+        get_trainer(method, federated=FederatedConfig(rounds=4, partition="iid:4")),
+        splits=split_by_unit(make_toy_dataset(2000), seed=0),
+        config=TrainConfig(hidden=(64, 32)),
+        privacy=PrivacyConfig(target_epsilon=2.0),
+        seed=seed,
+    )
+
+
+def test_a_fedavg_dp_clients_mechanism_is_audited_against_that_clients_own_epsilon(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    seeds = 3
+    audits = [_federated_audit(seed) for seed in range(seeds)]
+    assert sum(a["consistent"] is False for a in audits) <= stats.binom.ppf(0.99, seeds, 0.05)
+    for audit in audits:
+        assert 1.5 < audit["claimed_epsilon"] <= 2.0 and audit["steps"] > 0
+        assert "one client" in audit["threat_model"]
+    _no_noise(monkeypatch)  # the same σ = 0 fault, planted in the one mechanism, reaches clients
+    broken = _federated_audit(0)
+    assert broken["verdict"] == "contradicted" and broken["consistent"] is False
+
+
+def test_client_level_dp_is_audited_with_canary_clients(monkeypatch: pytest.MonkeyPatch):
+    seeds = 3
+    audits = [_federated_audit(seed, "fedavg-cdp") for seed in range(seeds)]
+    assert sum(a["consistent"] is False for a in audits) <= stats.binom.ppf(0.99, seeds, 0.05)
+    for audit in audits:  # one observation per round: the server's noisy aggregate
+        assert audit["steps"] == 4 and 1.5 < audit["claimed_epsilon"] <= 2.0
+    _no_noise(monkeypatch)
+    monkeypatch.setattr(NoiseSource, "gaussian_np", lambda self, shape, std: np.zeros(shape))
+    broken = _federated_audit(0, "fedavg-cdp")
+    assert broken["verdict"] == "contradicted" and broken["consistent"] is False
 
 
 def test_verdicts_never_say_consistent():

@@ -28,7 +28,9 @@ CONFIDENCE = 0.95
 GAUSSIAN_CONTRADICTION = "contradicted by the Gaussian estimate"
 THREAT_MODEL = (
     "white-box: the adversary sees every noisy update and knows every other record "
-    "(DP-SGD's own threat model); canaries are Dirac gradient canaries of norm 10·C"
+    "(DP-SGD's own threat model; for fedavg-dp, every local step of one client; for fedavg-cdp, "
+    "every noisy aggregate, with canary clients); canaries are Dirac gradient canaries (or "
+    "client updates) of norm 10·C"
 )
 
 
@@ -140,7 +142,8 @@ def white_box_audit(
     bound = audit_one_run(
         scores, planted.included, delta=delta, confidence=confidence, in_only_shares=()
     )
-    claimed = audited.privacy.epsilon
+    # the audited mechanism's own claim: for fedavg-dp, the canary client's ε
+    claimed = audited.artifacts.get("canary_epsilon", audited.privacy.epsilon)
     estimate = gaussian_estimate(scores, planted.included, delta=delta, confidence=confidence)
     found = verdict(bound.epsilon_lower_bound, claimed, float(estimate["epsilon_estimate"]))
     return {

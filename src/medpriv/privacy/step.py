@@ -74,15 +74,29 @@ def noisy_clipped_sum(
     max_grad_norm: float,
     noise_multiplier: float,
     noise: NoiseSource,
+    canaries: DiracCanaries | None = None,
 ) -> list[torch.Tensor]:
     """Σ clip(per-sample gradient, C) + N(0, (σC)²), per parameter (not yet divided by the
-    expected batch size). An empty batch gives pure noise."""
+    expected batch size). An empty batch gives pure noise.
+
+    With `canaries` (the white-box audit's own run only), the sampled canaries' gradients are
+    clipped by the same function and added to the noise before the patients' sum, as in
+    `make_fast_dp_step`."""
     if len(x):
         sums, _, _ = clipped_grad_sum(network, x, y, max_grad_norm=max_grad_norm)
     else:
         sums = [torch.zeros_like(p) for p in network.parameters()]
-    add_noise_(sums, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, noise=noise)
-    return sums
+    if canaries is None:
+        add_noise_(
+            sums, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, noise=noise
+        )
+        return sums
+    noisy = [torch.zeros_like(total) for total in sums]
+    add_noise_(noisy, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, noise=noise)
+    flat = torch.cat([v.reshape(-1) for v in noisy])
+    canaries.inject_(flat, lambda norms: _clip_factors(norms, max_grad_norm))
+    parts = flat.split([v.numel() for v in noisy])
+    return [total.add_(part.view_as(total)) for total, part in zip(sums, parts, strict=True)]
 
 
 def _same_params(plan: _Plan, network: nn.Module) -> bool:

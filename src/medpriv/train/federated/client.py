@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.step import noisy_clipped_sum
 from medpriv.train.federated.policy import ClientPolicy, PrivacyLedger, admit
 from medpriv.train.federated.weights import Weights, get_weights, set_weights
+
+if TYPE_CHECKING:
+    from medpriv.privacy.audit.canaries import DiracCanaries
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -160,11 +163,13 @@ def train_client(
     recipe: LocalRecipe,
     seed: int,
     noise: NoiseSource | None = None,
+    canaries: DiracCanaries | None = None,
 ) -> ClientUpdate:
     """Start from the global weights; `recipe.epochs` passes over the client's rows in shuffled
     mini-batches of mean cross-entropy (plus the FedProx term), or DP-SGD steps for a private
     recipe; return the new weights. A private recipe draws every mask and all its noise from
-    `noise` (a fresh CSPRNG source when None), never from `seed`."""
+    `noise` (a fresh CSPRNG source when None), never from `seed`; `canaries` (the white-box
+    audit's own run only) join every private step."""
     if len(x) == 0:
         raise ValueError("a client needs at least one training row")
     features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -176,7 +181,7 @@ def train_client(
         network.train()
         optimizer = _optimizer(network, recipe)
         return _train_private(
-            network, optimizer, features, labels, recipe, noise or NoiseSource.fresh()
+            network, optimizer, features, labels, recipe, noise or NoiseSource.fresh(), canaries
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -218,6 +223,7 @@ def _train_private(
     labels: torch.Tensor,
     recipe: LocalRecipe,
     noise: NoiseSource,
+    canaries: DiracCanaries | None = None,
 ) -> ClientUpdate:
     """DP-SGD (Abadi et al. 2016) with Poisson sampling, through the privacy core: each step
     (Σ clipped per-sample gradients + N(0, (σC)²)) / (q·n), masks and noise from `noise`. The
@@ -236,6 +242,7 @@ def _train_private(
             max_grad_norm=clip,
             noise_multiplier=sigma,
             noise=noise,
+            canaries=canaries,
         )
         with torch.no_grad():
             for p, g in zip(params, summed, strict=True):
@@ -268,6 +275,7 @@ class LocalClient:
     ledger: PrivacyLedger = field(default_factory=PrivacyLedger)
     report_epsilon: bool = True
     run: str = "in-process"
+    canaries: DiracCanaries | None = None  # the white-box audit's own run only
 
     def fit(
         self,
@@ -292,6 +300,7 @@ class LocalClient:
             round_number=round_number,
             rounds_left=rounds_left,
             report_epsilon=self.report_epsilon,
+            canaries=self.canaries,
         )
 
 
@@ -308,6 +317,7 @@ def private_round(
     round_number: int,
     rounds_left: int = 1,
     report_epsilon: bool = True,
+    canaries: DiracCanaries | None = None,
 ) -> ClientUpdate:
     """One DP round on a client: admit (or refuse) the recipe under the client's own policy,
     charge its ledger, train with the client's own noise, report the ledger's ε for `run`."""
@@ -324,7 +334,9 @@ def private_round(
         rounds_left=rounds_left,
     )
     noise = policy.noise_source(client=client, round_number=round_number)
-    update = train_client(global_weights, x, y, recipe=recipe, seed=0, noise=noise)
+    update = train_client(
+        global_weights, x, y, recipe=recipe, seed=0, noise=noise, canaries=canaries
+    )
     epsilon = (
         ledger.epsilon(accountant=policy.accountant, delta=admitted.delta, run=run)
         if report_epsilon

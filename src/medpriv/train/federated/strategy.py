@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.federated.client import ClientUpdate
 from medpriv.train.federated.weights import Weights, weighted_mean
+
+if TYPE_CHECKING:
+    from medpriv.privacy.audit.canaries import DiracCanaries
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 
@@ -79,6 +84,11 @@ class FedAdam:
         self._v = [np.asarray(state[f"v{i}"], dtype=np.float64) for i in range(n)]
 
 
+def update_clip_factors(norms: Any, clip: float) -> Any:
+    """min(1, clip / norm) per client update (numpy or torch norms): the one client-level clip."""
+    return (clip / (norms + 1e-12)).clip(max=1.0)
+
+
 @dataclass
 class DPFedAvg:
     """Client-level DP (DP-FedAvg, McMahan et al. 2018): each client's update Δᵢ = wᵢ − w is
@@ -94,6 +104,7 @@ class DPFedAvg:
     noise: NoiseSource
     name: str = "dp-fedavg"
     rounds_done: int = 0
+    canaries: DiracCanaries | None = None  # canary clients: the white-box audit's own run only
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         self.rounds_done += 1
@@ -103,17 +114,26 @@ class DPFedAvg:
                 np.asarray(w, np.float64) - g
                 for w, g in zip(update.weights, global_weights, strict=True)
             ]
-            norm = float(np.sqrt(sum(np.square(d).sum() for d in delta)))
-            factor = min(1.0, self.clip / (norm + 1e-12))
+            norm = np.float64(np.sqrt(sum(np.square(d).sum() for d in delta)))
+            factor = float(update_clip_factors(norm, self.clip))
             for acc, d in zip(total, delta, strict=True):
                 acc += factor * d
         std = self.noise_multiplier * self.clip
+        noise = [self.noise.gaussian_np(g.shape, std) for g in global_weights]
+        if self.canaries is not None:
+            noise = self._with_canaries(noise)
         return [
-            (g + (acc + self.noise.gaussian_np(g.shape, std)) / self.expected_clients).astype(
-                np.float32
-            )
-            for g, acc in zip(global_weights, total, strict=True)
+            (g + (acc + n) / self.expected_clients).astype(np.float32)
+            for g, acc, n in zip(global_weights, total, noise, strict=True)
         ]
+
+    def _with_canaries(self, noise: list[np.ndarray]) -> list[np.ndarray]:
+        """The sampled canary clients' clipped updates added to the noise (before the real
+        clients' sum: the white-box adversary knows every other client)."""
+        flat = torch.from_numpy(np.concatenate([n.ravel() for n in noise]))
+        self.canaries.inject_(flat, lambda norms: update_clip_factors(norms, self.clip))
+        parts = np.split(flat.numpy(), np.cumsum([n.size for n in noise])[:-1])
+        return [part.reshape(n.shape) for part, n in zip(parts, noise, strict=True)]
 
     def state(self) -> dict[str, np.ndarray]:
         return {"rounds_done": np.asarray(self.rounds_done)}

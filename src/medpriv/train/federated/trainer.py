@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -52,6 +53,9 @@ from medpriv.train.federated.server import (
 from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights, n_bytes, set_weights
 from medpriv.train.loop import EpochCallback
+
+if TYPE_CHECKING:
+    from medpriv.privacy.audit.canaries import DiracCanaries
 
 
 @dataclass
@@ -129,6 +133,19 @@ class FedAvgTrainer(Trainer):
             recipe = dataclasses.replace(recipe, proximal_mu=fed.proximal_mu)
         return _Plan(recipe, make_strategy(fed.strategy, server_lr=fed.server_lr), fed.min_clients)
 
+    def _plant(
+        self,
+        canaries: Callable[..., DiracCanaries],
+        plan: _Plan,
+        clients: dict[str, LocalClient],
+        *,
+        parameters: int,
+        seed: int,
+    ) -> tuple[DiracCanaries, str | None]:
+        """Plant gradient canaries in this method's mechanism: (canaries, the audited client or
+        None when the mechanism is the server's). Methods without one refuse."""
+        raise PrivacyError(f"{self.method} takes no gradient canaries")
+
     def fit(
         self,
         *,
@@ -139,7 +156,11 @@ class FedAvgTrainer(Trainer):
         checkpoint: Path | None = None,
         resume: bool = False,
         on_epoch: EpochCallback | None = None,
+        canaries: Callable[..., DiracCanaries] | None = None,
     ) -> TrainedModel:
+        """The federated model; with `canaries` (the white-box audit's own run only), the
+        factory's canaries are planted in the private mechanism (`_plant`) and returned in
+        `artifacts["canaries"]`."""
         start = time.perf_counter()
         fed, config = self.federated, config.resolved(self.recipe)
         caveats: list[str] = []
@@ -181,6 +202,10 @@ class FedAvgTrainer(Trainer):
             )
             for name, rows in parts.clients.items()
         }
+        planted = None
+        if canaries is not None:
+            parameters = sum(p.numel() for p in MLP(x_train.shape[1], recipe.hidden).parameters())
+            planted = self._plant(canaries, plan, clients, parameters=parameters, seed=seed)
         meta = {
             "method": self.method,
             "seed": seed,
@@ -296,12 +321,19 @@ class FedAvgTrainer(Trainer):
         else:
             up = int(sum(r["bytes_up"] for r in history))
             down = int(sum(r["bytes_down"] for r in history))
+        artifacts: dict[str, Any] = {}
+        if planted is not None:
+            canaries_planted, audited = planted
+            artifacts = {"canaries": canaries_planted}
+            if audited is not None:  # one client's mechanism: that client's own ε
+                artifacts["canary_epsilon"] = params.get("client_epsilon", {}).get(audited)
         return TrainedModel(
             method=self.method,
             preprocessor=pre,
             scorer=scorer,
             history=history,
             privacy=spent,
+            artifacts=artifacts,
             cost=Cost(
                 train_seconds=time.perf_counter() - start,
                 bytes_communicated=up + down,
@@ -320,6 +352,22 @@ class FedAvgDPTrainer(FedAvgTrainer):
     method = "fedavg-dp"
     recipe = FEDAVG_DP_RECIPE
     private = True
+    gradient_canaries = True
+
+    def _plant(self, canaries, plan, clients, *, parameters, seed):  # type: ignore[override]
+        """Canaries join every local step of one client: the smallest, whose sampling rate
+        (and so ε) is the largest; the verdict compares with that client's own ε."""
+        name = min(clients, key=lambda client: (len(clients[client].x), client))
+        recipe = plan.recipe
+        clients[name].canaries = canaries(
+            parameters=parameters,
+            max_grad_norm=float(recipe.max_grad_norm),
+            noise_multiplier=float(recipe.noise_multiplier),
+            sample_rate=recipe.sampling(len(clients[name].x))[0],
+            noise=NoiseSource.fresh(),
+            seed=seed,
+        )
+        return clients[name].canaries, name
 
     def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units):  # type: ignore[override]
         reproducible = bool(privacy.reproducible_noise or self.attacker_simulation)
@@ -355,6 +403,22 @@ class FedAvgCDPTrainer(FedAvgTrainer):
     method = "fedavg-cdp"
     recipe = FEDAVG_CDP_RECIPE
     private = True
+    gradient_canaries = True
+
+    def _plant(self, canaries, plan, clients, *, parameters, seed):  # type: ignore[override]
+        """Canary clients: each a Dirac update of norm 10·C on its own coordinate, taking part
+        in a round with the accounted rate q, clipped and noised with the real clients."""
+        accountant = plan.accountant
+        strategy = plan.strategy
+        strategy.canaries = canaries(
+            parameters=parameters,
+            max_grad_norm=float(strategy.clip),
+            noise_multiplier=float(strategy.noise_multiplier),
+            sample_rate=float(accountant.sample_rate),
+            noise=NoiseSource.fresh(),
+            seed=seed,
+        )
+        return strategy.canaries, None
 
     def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units):  # type: ignore[override]
         noise = NoiseSource.for_run(
