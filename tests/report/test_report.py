@@ -363,3 +363,35 @@ def test_report_is_deterministic_and_cli_regenerates_it(tmp_path: Path):
     (tmp_path / "results.json").write_text("[1, 2]")
     bad = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert bad.exit_code == 2 and "not a medpriv results file" in bad.output
+
+
+def test_canary_audits_show_per_threat_model_with_power_and_a_claimed_vs_audited_figure():
+    results = _results(consistent=True)
+    white = {
+        "epsilon_lower_bound": 0.62,
+        "max_demonstrable": 4.47,
+        "power": 4.47,
+        "claimed_epsilon": 1.0,
+        "verdict": "tight",
+        "consistent": True,
+        "confidence": 0.95,
+        "canaries": 432,
+    }
+    black = {**white, "epsilon_lower_bound": 0.0, "max_demonstrable": 3.66, "power": 3.66}
+    black["verdict"] = "not contradicted"
+    results["runs"][-1]["attacks"]["audit"] = {
+        **{k: white[k] for k in ("epsilon_lower_bound", "confidence", "consistent", "verdict")},
+        "power": 4.47,
+        "deciding": "white_box",
+        "white_box": white,
+        "black_box": black,
+    }
+    page = render_report(results)
+    attacks = page.split('<section id="attacks">')[1].split("</section>")[0]
+    assert "Canary audit — white-box" in attacks and "Canary audit — black-box" in attacks
+    assert "could show at most" in attacks and "4.470" in attacks and "3.660" in attacks
+    headline = page.split('<section id="headline">')[1].split("</section>")[0]
+    assert "Audit ε̂ (white-box)" in headline and "can show ≤ 4.47" in headline
+    assert "Worst-case patient ε̂ (black-box)" in headline
+    assert page.count(IMG) == 6  # the five figures and claimed against audited ε
+    assert "above the diagonal contradicts its claim" in page

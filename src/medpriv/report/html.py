@@ -600,7 +600,12 @@ def _metric_cell(result: dict, key: str) -> tuple[str, str]:
         return _e(value), ""
     if key == "confidence":
         return _pct(value), "num"
+    if key == "delta":
+        return _fmt(value, ".2g"), "num"
     return _fmt(value), "num"
+
+
+COUNT_KEYS = frozenset({"canaries", "canaries_included", "guesses", "correct", "steps"})
 
 
 def _inconsistent_audits(runs: list[dict]) -> list[tuple[str, str, dict, dict]]:
@@ -686,7 +691,9 @@ def _attack_table(attack: str, keys: list[str], runs: list[dict]) -> str:
         rows.append(
             [(_e(_name(run, i)), "name")]
             + [
-                _count_cell(result.get(k)) if k.startswith("n_") else _metric_cell(result, k)
+                _count_cell(result.get(k))
+                if k.startswith("n_") or k in COUNT_KEYS
+                else _metric_cell(result, k)
                 for k in numeric
             ]
         )
@@ -710,7 +717,7 @@ def _numeric_column(attack: str, key: str, runs: list[dict]) -> bool:
     if key.startswith("tpr_at_fpr:"):
         return True
     for run in runs:
-        value = _dict(_dict(run.get("attacks")).get(attack)).get(key)
+        value = _dict(_attacks_of(run).get(attack)).get(key)
         if number(value) is not None:
             return True
     return False
