@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--canaries", type=int, default=None, help="default: the tool's rule")
     parser.add_argument("--mutations", action="store_true")
+    parser.add_argument("--white-box-only", action="store_true")
     args = parser.parse_args()
     config = load_config(None, {"run": {"progress": False}})
     dataset = load_dataset(config.data)
@@ -144,7 +145,8 @@ def main() -> None:
             caught = sum(v.startswith("contradicted") for v in verdicts)
             flagged[fault] = f"{caught}/{len(verdicts)}"
             print(fault, "contradicted in", flagged[fault])
-    black = black_box_rows(args, config, splits, [float(e) for e in args.epsilons.split(",")])
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    black = [] if args.white_box_only else black_box_rows(args, config, splits, epsilons)
     print(
         json.dumps({"white_box": rows, "black_box": black, "mutations_at_epsilon_4": flagged})
     )

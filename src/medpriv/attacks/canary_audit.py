@@ -23,7 +23,11 @@ from medpriv.privacy.audit.gaussian import gaussian_estimate
 from medpriv.privacy.audit.one_run import audit_one_run
 
 MIN_CANARIES, MAX_CANARIES = 100, 1000
-CANARY_SHARE = 0.2  # canaries per training unit: about a tenth of the cohort is an included one
+# Canaries per training unit. A Dirac canary adds no record: it owns one coordinate of the
+# gradient, so many can be planted without changing what the patients' records teach the model,
+# and more canaries only raise the audit's power (the one-run bound grows with m).
+CANARY_SHARE = 0.5
+PARAMETER_SHARE = 0.5  # at most half the coordinates carry a canary
 CONFIDENCE = 0.95
 GAUSSIAN_CONTRADICTION = "contradicted by the Gaussian estimate"
 THREAT_MODEL = (
@@ -35,15 +39,15 @@ THREAT_MODEL = (
 
 
 def canary_count(train_units: int, parameters: int | None = None) -> int:
-    """m from public quantities: a fifth of the training units, between 100 and 1,000, and at
-    most the model's parameter count (each canary owns a coordinate)."""
+    """m from public quantities: half the training units, between 100 and 1,000, and at most a
+    half of the model's parameters (each canary owns a coordinate)."""
     m = min(MAX_CANARIES, max(MIN_CANARIES, int(CANARY_SHARE * train_units)))
     return m if parameters is None else canary_count_for(m, parameters)
 
 
 def canary_count_for(m: int, parameters: int) -> int:
-    """m, at most one canary per parameter."""
-    return max(2, min(m, parameters))
+    """m, at most half of the parameters."""
+    return max(2, min(m, int(PARAMETER_SHARE * parameters)))
 
 
 def verdict(lower_bound: float, claimed: float | None, estimate: float | None = None) -> str:
