@@ -18,9 +18,11 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from medpriv.privacy.audit.canaries import DiracCanaries
 from medpriv.privacy.audit.gaussian import gaussian_estimate
-from medpriv.privacy.audit.one_run import audit_one_run
+from medpriv.privacy.audit.one_run import OneRunBound, audit_one_run
 
 MIN_CANARIES, MAX_CANARIES = 100, 1000
 # Canaries per training unit. A Dirac canary adds no record: it owns one coordinate of the
@@ -130,7 +132,7 @@ def white_box_audit(
     """The audit block for a trainer that takes gradient canaries; None for any other."""
     if not getattr(trainer, "gradient_canaries", False):
         return None
-    m = canaries or canary_count(len(splits.train))
+    m = canaries or canary_count(splits.train.n_units)
     audited = trainer.fit(
         splits=splits,
         config=config,
@@ -149,17 +151,42 @@ def white_box_audit(
     # the audited mechanism's own claim: for fedavg-dp, the canary client's ε
     claimed = audited.artifacts.get("canary_epsilon", audited.privacy.epsilon)
     estimate = gaussian_estimate(scores, planted.included, delta=delta, confidence=confidence)
-    found = verdict(bound.epsilon_lower_bound, claimed, float(estimate["epsilon_estimate"]))
+    return threat_model_block(
+        bound,
+        claimed=claimed,
+        threat_model=THREAT_MODEL,
+        included=planted.included,
+        estimate=estimate,
+        steps=planted.steps,
+        gaussian_estimate=estimate,
+    )
+
+
+def threat_model_block(
+    bound: OneRunBound,
+    *,
+    claimed: float | None,
+    threat_model: str,
+    included: np.ndarray,
+    estimate: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One threat model's results.json block: the bound, its power, the claim and the verdict
+    (the Gaussian `estimate`, when given, may flag a contradiction said as such)."""
+    found = verdict(
+        bound.epsilon_lower_bound,
+        claimed,
+        None if estimate is None else float(estimate["epsilon_estimate"]),
+    )
     return {
         **bound.to_dict(),
         "claimed_epsilon": claimed,
         "verdict": found,
         "consistent": None if claimed is None else not found.startswith("contradicted"),
         "power": bound.max_demonstrable,
-        "threat_model": THREAT_MODEL,
-        "canaries_included": int(planted.included.sum()),
-        "steps": planted.steps,
-        "gaussian_estimate": estimate,
+        "threat_model": threat_model,
+        "canaries_included": int(np.sum(included)),
+        **extra,
     }
 
 

@@ -158,7 +158,7 @@ def black_box_audit(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """The black-box block: ε̂ for the most exposed (canary) patient, its power and verdict."""
-    from medpriv.attacks.canary_audit import verdict
+    from medpriv.attacks.canary_audit import threat_model_block
 
     m = canaries or input_canary_count(splits.train.n_units)
     crafted = craft_input_canaries(
@@ -174,16 +174,10 @@ def black_box_audit(
     )
     scores = canary_scores(audited, released, crafted)
     delta = float(audited.privacy.delta or 0.0)
-    bound = audit_one_run(scores, included, delta=delta, confidence=confidence)
-    claimed = audited.privacy.epsilon
-    found = verdict(bound.epsilon_lower_bound, claimed)
-    return {
-        **bound.to_dict(),
-        "claimed_epsilon": claimed,
-        "verdict": found,
-        "consistent": None if claimed is None else found != "contradicted",
-        "power": bound.max_demonstrable,
-        "threat_model": THREAT_MODEL,
-        "canaries_included": int(included.sum()),
-        "statistic": "log-odds of the canary's label, audit run minus released model",
-    }
+    return threat_model_block(
+        audit_one_run(scores, included, delta=delta, confidence=confidence),
+        claimed=audited.privacy.epsilon,
+        threat_model=THREAT_MODEL,
+        included=included,
+        score="log-odds of the canary's label, audit run minus released model",
+    )

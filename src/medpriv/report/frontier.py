@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from medpriv.report.plots import _colors, _figure, _label, _style
-from medpriv.report.summary import HEADLINE_COLUMNS, Row
+from medpriv.report.summary import AUDIT_KINDS, HEADLINE_COLUMNS, Row, _path
 
 _READ = {c.key: c.read for c in HEADLINE_COLUMNS}
 
@@ -126,21 +126,20 @@ def frontier(rows: Sequence[Row]) -> Figure | None:
     return fig
 
 
-AUDIT_MARKERS = {"white_box": ("o", "white-box ε̂"), "black_box": ("^", "black-box ε̂")}
+AUDIT_MARKERS = dict(
+    zip(AUDIT_KINDS, (("o", "white-box ε̂"), ("^", "black-box ε̂")), strict=True)
+)
 
 
 def _audits(run: dict) -> list[tuple[str, float, float, float | None]]:
     """(threat model, claimed ε, ε̂, most it could show) for each canary audit of a run."""
-    audit = run.get("attacks", {}).get("audit") if isinstance(run.get("attacks"), dict) else None
     found = []
     for kind in AUDIT_MARKERS:
-        block = audit.get(kind) if isinstance(audit, dict) else None
-        if not isinstance(block, dict):
-            continue
-        claimed, bound = block.get("claimed_epsilon"), block.get("epsilon_lower_bound")
-        if isinstance(claimed, int | float) and isinstance(bound, int | float):
-            power = block.get("max_demonstrable")
-            found.append((kind, float(claimed), float(bound), power))
+        claimed = _path(run, "attacks", "audit", kind, "claimed_epsilon")
+        bound = _path(run, "attacks", "audit", kind, "epsilon_lower_bound")
+        if claimed is not None and bound is not None:
+            power = _path(run, "attacks", "audit", kind, "max_demonstrable")
+            found.append((kind, claimed, bound, power))
     return found
 
 
@@ -167,7 +166,7 @@ def audit_figure(rows: Sequence[Row]) -> Figure | None:
             label=None if key in labelled else f"{_label(row.label, 28)} — {name}",
         )
         labelled.add(key)
-        if isinstance(power, int | float) and power <= 2 * top:
+        if power is not None and power <= 2 * top:
             ax.plot([claimed], [power], marker="_", ms=12, color=colors[row.label], alpha=0.4)
     ax.plot([0, top * 1.15], [0, top * 1.15], ls="--", lw=1, color="#999", label="ε̂ = claimed ε")
     ax.set(

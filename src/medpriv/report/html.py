@@ -548,15 +548,13 @@ def _attacks_of(run: dict) -> dict[str, Any]:
     threat model (its top-level summary repeats the deciding one)."""
     found: dict[str, Any] = {}
     for attack, result in _dict(run.get("attacks")).items():
-        threat_models = {k: v for k, v in _dict(result).items() if k in AUDIT_THREAT_MODELS}
+        threat_models = {k: v for k, v in _dict(result).items() if k in summary.AUDIT_KINDS}
         if attack == "audit" and threat_models:
             found.update({f"audit_{k}": v for k, v in threat_models.items()})
         else:
             found[attack] = result
     return found
 
-
-AUDIT_THREAT_MODELS = ("white_box", "black_box")
 
 
 def _attack_columns(runs: list[dict]) -> dict[str, list[str]]:
