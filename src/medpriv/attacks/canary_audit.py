@@ -22,6 +22,7 @@ import numpy as np
 
 from medpriv.privacy.audit.canaries import DiracCanaries
 from medpriv.privacy.audit.gaussian import gaussian_estimate
+from medpriv.privacy.audit.multi_run import Mechanism, MultiRunBound, audit_runs, run_canaries
 from medpriv.privacy.audit.one_run import OneRunBound, audit_one_run
 
 MIN_CANARIES, MAX_CANARIES = 100, 1000
@@ -50,6 +51,14 @@ def canary_count(train_units: int, parameters: int | None = None) -> int:
 def canary_count_for(m: int, parameters: int) -> int:
     """m, at most half of the parameters."""
     return max(2, min(m, int(PARAMETER_SHARE * parameters)))
+
+
+RUNS_THREAT_MODEL = (
+    "white-box, many runs: R independent runs of the mechanism this model recorded (σ, q, "
+    "steps, C) through the same noise and clipping code, each on the worst-case neighbouring "
+    "pair — no record against one Dirac canary of norm 10·C, in with probability ½ — the "
+    "adversary seeing every noisy update"
+)
 
 
 def verdict(lower_bound: float, claimed: float | None, estimate: float | None = None) -> str:
@@ -97,13 +106,20 @@ SUMMARY_KEYS = (
 
 
 def audit_block(
-    *, white_box: dict[str, Any] | None, black_box: dict[str, Any] | None
+    *,
+    white_box: dict[str, Any] | None,
+    black_box: dict[str, Any] | None,
+    white_box_runs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """results.json `attacks.audit`: one block per threat model, and at the top the deciding
     one's summary — the worst verdict, then the larger ε̂ — named in `deciding`."""
     blocks = {
         name: block
-        for name, block in (("white_box", white_box), ("black_box", black_box))
+        for name, block in (
+            ("white_box", white_box),
+            ("white_box_runs", white_box_runs),
+            ("black_box", black_box),
+        )
         if block is not None
     }
     if not blocks:
@@ -162,8 +178,48 @@ def white_box_audit(
     )
 
 
+def mechanism_runs_audit(
+    trainer: Any,
+    model: Any,
+    *,
+    runs: int | None = None,
+    confidence: float = CONFIDENCE,
+    device: str = "cpu",
+) -> dict[str, Any] | None:
+    """The multi-run audit of the mechanism a model recorded (`medpriv.privacy.audit.multi_run`);
+    None where it does not apply (no such mechanism, the Opacus engine, no claim)."""
+    spent = model.privacy
+    fields = (spent.epsilon, spent.delta, spent.noise_multiplier, spent.sample_rate, spent.steps)
+    if not getattr(trainer, "mechanism_runs", False) or model.params.get("engine") != "fast":
+        return None
+    if any(value is None for value in fields) or not spent.noise_multiplier or not spent.steps:
+        return None
+    mechanism = Mechanism(
+        noise_multiplier=float(spent.noise_multiplier),
+        sample_rate=float(spent.sample_rate),
+        steps=int(spent.steps),
+        max_grad_norm=float(spent.clipping_norm),
+        # per unit: with groups, δ and ε are the unit's, no smaller than one record's
+        delta=float(spent.delta),
+        claimed_epsilon=float(spent.epsilon),
+    )
+    planted = run_canaries(mechanism, runs=runs, device=device)
+    bound, estimate = audit_runs(
+        planted.observations, planted.included, mechanism=mechanism, confidence=confidence
+    )
+    return threat_model_block(
+        bound,
+        claimed=mechanism.claimed_epsilon,
+        threat_model=RUNS_THREAT_MODEL,
+        included=planted.included,
+        estimate=estimate,
+        steps=mechanism.steps,
+        gaussian_estimate=estimate,
+    )
+
+
 def threat_model_block(
-    bound: OneRunBound,
+    bound: OneRunBound | MultiRunBound,
     *,
     claimed: float | None,
     threat_model: str,

@@ -247,19 +247,23 @@ def _mia_rmia(ctx: AttackContext) -> dict[str, Any]:
 @ATTACKS.register("audit")
 def _audit(ctx: AttackContext) -> dict[str, Any]:
     """The canary audits, each on its own training run (`medpriv.attacks.canary_audit`,
-    `medpriv.attacks.input_canaries`): white-box for trainers that take gradient canaries,
-    black-box for every method."""
-    from medpriv.attacks.canary_audit import audit_block, white_box_audit
+    `medpriv.attacks.input_canaries`): white-box for trainers that take gradient canaries (one
+    run, and many runs of the recorded mechanism where it applies), black-box for every
+    method."""
+    from medpriv.attacks.canary_audit import audit_block, mechanism_runs_audit, white_box_audit
     from medpriv.attacks.input_canaries import black_box_audit
 
     common = {"splits": ctx.splits, "config": ctx.config, "privacy": ctx.privacy, "seed": ctx.seed}
-    white = None
+    white = runs = None
     if ctx.trainer.gradient_canaries:
         ctx.say("auditing the mechanism with gradient canaries")
         white = white_box_audit(ctx.trainer, **common)
+    if ctx.trainer.mechanism_runs:
+        ctx.say("auditing the mechanism over many runs")
+        runs = mechanism_runs_audit(ctx.trainer, ctx.model)
     ctx.say("auditing the released model with input canaries")
     black = black_box_audit(ctx.trainer, ctx.model, **common)
-    return audit_block(white_box=white, black_box=black)
+    return audit_block(white_box=white, black_box=black, white_box_runs=runs)
 
 
 @ATTACKS.register("attribute")

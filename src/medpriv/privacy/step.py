@@ -91,12 +91,37 @@ def noisy_clipped_sum(
             sums, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, noise=noise
         )
         return sums
-    noisy = [torch.zeros_like(total) for total in sums]
-    add_noise_(noisy, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, noise=noise)
-    flat = torch.cat([v.reshape(-1) for v in noisy])
-    canaries.inject_(flat, lambda norms: _clip_factors(norms, max_grad_norm))
-    parts = flat.split([v.numel() for v in noisy])
+    _check_noise(noise_multiplier)
+    flat = sums[0].new_empty(sum(total.numel() for total in sums))
+    noise_and_canaries_(
+        flat,
+        std=noise_multiplier * max_grad_norm,
+        max_grad_norm=max_grad_norm,
+        noise=noise,
+        canaries=canaries,
+    )
+    parts = flat.split([total.numel() for total in sums])
     return [total.add_(part.view_as(total)) for total, part in zip(sums, parts, strict=True)]
+
+
+def noise_and_canaries_(
+    flat: torch.Tensor,
+    *,
+    std: float,
+    max_grad_norm: float,
+    noise: NoiseSource,
+    canaries: DiracCanaries | None,
+) -> torch.Tensor:
+    """Fill `flat` with the step's N(0, std²) noise and add the sampled canaries' gradients,
+    clipped by the step's own function — what the white-box adversary observes at the canaries'
+    coordinates once every other record is subtracted. The audits' runs (one-run and multi-run)
+    go through here, so a fault in the noise or the clipping reaches them as it reaches
+    training."""
+    _check_clip(max_grad_norm)
+    noise.gaussian_(flat, std)
+    if canaries is not None:
+        canaries.inject_(flat, lambda norms: _clip_factors(norms, max_grad_norm))
+    return flat
 
 
 def _same_params(plan: _Plan, network: nn.Module) -> bool:
@@ -161,9 +186,9 @@ def make_fast_dp_step(
         with torch.no_grad():
             factors = _clip_factors(_norms(plan, inputs, grads), max_grad_norm)
             views = buffer.attach()
-            noise.gaussian_(buffer.flat, std)
-            if canaries is not None:
-                canaries.inject_(buffer.flat, lambda norms: _clip_factors(norms, max_grad_norm))
+            noise_and_canaries_(
+                buffer.flat, std=std, max_grad_norm=max_grad_norm, noise=noise, canaries=canaries
+            )
             _accumulate(plan, inputs, grads, factors, views)
             buffer.flat.div_(expected_batch_size)
         optimizer.step()

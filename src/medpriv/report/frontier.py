@@ -127,7 +127,11 @@ def frontier(rows: Sequence[Row]) -> Figure | None:
 
 
 AUDIT_MARKERS = dict(
-    zip(AUDIT_KINDS, (("o", "white-box ε̂"), ("^", "black-box ε̂")), strict=True)
+    zip(
+        AUDIT_KINDS,
+        (("o", "white-box ε̂"), ("s", "white-box ε̂, many runs"), ("^", "black-box ε̂")),
+        strict=True,
+    )
 )
 
 

@@ -662,6 +662,9 @@ ATTACK_TITLES = {
     "mia_rmia": "Membership inference — RMIA",
     "audit": "Empirical ε audit",
     "audit_white_box": "Canary audit — white-box (the mechanism: every noisy update seen)",
+    "audit_white_box_runs": (
+        "Canary audit — white-box, many runs (the mechanism as recorded, one canary per run)"
+    ),
     "audit_black_box": "Canary audit — black-box (the released model's most exposed patient)",
     "attribute": "Attribute inference",
     "fl_inversion": "Gradient inversion of federated updates",

@@ -79,6 +79,13 @@ HEADLINE_COLUMNS = (
         ".2f",
     ),
     Column(
+        "audit_runs",
+        "Audit ε̂ (white-box, many runs)",
+        lambda r: _path(r, "attacks", "audit", "white_box_runs", "epsilon_lower_bound"),
+        "min",
+        ".2f",
+    ),
+    Column(
         "audit_black",
         "Worst-case patient ε̂ (black-box)",
         lambda r: _path(r, "attacks", "audit", "black_box", "epsilon_lower_bound"),
@@ -203,7 +210,11 @@ def cell_text(
     return format_stat(stat, column.spec, pm=pm)
 
 
-AUDIT_POWER_OF = {"audit_white": "white_box", "audit_black": "black_box"}
+AUDIT_POWER_OF = {
+    "audit_white": "white_box",
+    "audit_runs": "white_box_runs",
+    "audit_black": "black_box",
+}
 
 
 def audit_power(row: Row, threat_model: str) -> float | None:
@@ -330,6 +341,7 @@ def audit_verdict(run: dict) -> str | None:
 
 AUDIT_KINDS = {
     "white_box": "A white-box canary audit",
+    "white_box_runs": "A white-box audit over many runs of the mechanism",
     "black_box": "A black-box canary audit",
 }
 

@@ -97,8 +97,8 @@ class Trainer:
     privacy settings (it then runs once per ε of a sweep); `recipe` holds the method's defaults
     for TrainConfig fields left unset; `planned_epochs` is what a progress bar counts;
     `for_shadows` may return a cheaper copy for attack reference models (same training, no
-    bookkeeping nobody reads); `gradient_canaries` says whether the white-box canary audit
-    applies.
+    bookkeeping nobody reads); `gradient_canaries` and `mechanism_runs` say whether the
+    white-box canary audits (one run, many runs) apply.
     """
 
     method: str = ""
@@ -106,6 +106,9 @@ class Trainer:
     # True when `fit` also takes `canaries=` (a factory of `DiracCanaries`, called with the
     # network's parameter count and the mechanism): the white-box audit's own run.
     gradient_canaries: bool = False
+    # True when the model's PrivacySpent (σ, q, steps, C) describes one Poisson-subsampled
+    # Gaussian mechanism run by `medpriv.privacy.step`: the multi-run white-box audit applies.
+    mechanism_runs: bool = False
     recipe: Mapping[str, Any] = MappingProxyType({})
 
     def fit(

@@ -41,6 +41,7 @@ class DPSGDTrainer(Trainer):
     private = True
     recipe = DP_RECIPE
     gradient_canaries = True
+    mechanism_runs = True
 
     def fit(
         self,

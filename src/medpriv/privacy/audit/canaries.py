@@ -71,25 +71,19 @@ class DiracCanaries:
         return len(self._observed)
 
     @property
+    def observations(self) -> np.ndarray:
+        """What the adversary observed at each canary's coordinate, in units of C (steps × m)."""
+        return np.stack(self._observed) if self._observed else np.zeros((0, self.m))
+
+    @property
     def noise_scale(self) -> float:
-        """The per-step noise s in units of C, estimated from every observation (median
-        absolute deviation; most observations are pure noise), floored at 0.1% of the claim."""
-        x = np.concatenate(self._observed) if self._observed else np.zeros(1)
-        spread = 1.4826 * float(np.median(np.abs(x - np.median(x))))
-        return max(spread, 1e-3 * self.sigma)
+        """The per-step noise s in units of C, estimated from every observation."""
+        return noise_scale(self.observations, self.sigma)
 
     @property
     def scores(self) -> np.ndarray:
         """Each canary's log-likelihood ratio over every step so far (higher = included)."""
-        if not self._observed:
-            return np.zeros(self.m)
-        x = np.stack(self._observed)
-        s = self.noise_scale
-        per_step = np.logaddexp(
-            np.log1p(-self.rate) if self.rate < 1 else -np.inf,
-            np.log(self.rate) + (2 * x - 1) / (2 * s**2),
-        )
-        return per_step.sum(axis=0)
+        return llr_scores(self.observations, rate=self.rate, scale=self.noise_scale)
 
     def inject_(self, flat: torch.Tensor, clip_factors: ClipFactors) -> None:
         """Add the sampled canaries' clipped gradients to the noisy flat sum (which holds only
@@ -101,3 +95,25 @@ class DiracCanaries:
             flat.index_add_(0, self.coordinates[sampled].to(flat.device), clipped.to(flat.device))
         observed = flat[self.coordinates.to(flat.device)].float().cpu().numpy()
         self._observed.append(observed / self.max_grad_norm)
+
+
+def noise_scale(observations: np.ndarray, claimed_sigma: float) -> float:
+    """The per-step noise in units of C read from observations alone (median absolute
+    deviation: most observations are pure noise), floored at 0.1% of the claimed σ."""
+    x = np.asarray(observations, dtype=float).reshape(-1)
+    if not len(x):
+        return claimed_sigma
+    spread = 1.4826 * float(np.median(np.abs(x - np.median(x))))
+    return max(spread, 1e-3 * claimed_sigma)
+
+
+def llr_scores(observations: np.ndarray, *, rate: float, scale: float) -> np.ndarray:
+    """Per canary (column), the log-likelihood ratio of "included" over "not included" summed
+    over the steps (rows): a step contributes log(1 − q + q·exp((2x − 1) / (2s²)))."""
+    x = np.asarray(observations)
+    total = np.zeros(x.shape[1] if x.ndim == 2 else 0)
+    absent = np.log1p(-rate) if rate < 1 else -np.inf
+    for rows in np.array_split(x, max(1, x.size // 4_000_000)):  # a few MB at a time
+        present = np.log(rate) + (2 * rows.astype(float) - 1) / (2 * scale**2)
+        total += np.logaddexp(absent, present).sum(axis=0)
+    return total

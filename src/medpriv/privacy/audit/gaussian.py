@@ -39,8 +39,7 @@ def gaussian_mu(epsilon: float, delta: float) -> float:
         raise ValueError(f"need ε >= 0 and 0 < δ < 1, got ε={epsilon}, δ={delta}")
 
     def excess(mu: float) -> float:
-        tail = -epsilon / mu
-        return _phi(tail + mu / 2) - math.exp(epsilon) * _phi(tail - mu / 2) - delta
+        return gdp_delta(epsilon, mu) - delta
 
     low, high = 1e-6, 1.0
     while excess(high) < 0:
@@ -48,6 +47,26 @@ def gaussian_mu(epsilon: float, delta: float) -> float:
         if high > 1e4:
             return high
     return float(optimize.brentq(excess, low, high, xtol=1e-10))
+
+
+def gdp_delta(epsilon: float, mu: float) -> float:
+    """The δ at which the μ-GDP Gaussian mechanism is (ε, δ)-DP (Balle & Wang 2018)."""
+    if mu <= 0:
+        return 0.0
+    tail = -epsilon / mu
+    return _phi(tail + mu / 2) - math.exp(epsilon) * _phi(tail - mu / 2)
+
+
+def gdp_epsilon(mu: float, delta: float) -> float:
+    """The ε at which the μ-GDP Gaussian mechanism is (ε, δ)-DP (0 when it already is at ε = 0;
+    capped at 64)."""
+    if not 0 < delta < 1:
+        raise ValueError(f"need 0 < δ < 1, got {delta}")
+    if mu <= 0 or gdp_delta(0.0, mu) <= delta:
+        return 0.0
+    if gdp_delta(_EPS_CEILING, mu) > delta:
+        return _EPS_CEILING
+    return float(optimize.brentq(lambda e: gdp_delta(e, mu) - delta, 0.0, _EPS_CEILING))
 
 
 def _rejects(epsilon: float, m: int, r: int, v: int, delta: float, level: float) -> bool:
