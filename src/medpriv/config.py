@@ -61,7 +61,7 @@ class TrainConfig:
     optimizer: str | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
-    hidden: tuple[int, ...] = (128, 64)
+    hidden: tuple[int, ...] | None = None
     dropout: float | None = None
     calibrate: bool | None = None
     patience: int | None = None
@@ -142,6 +142,8 @@ DP_LOGREG_RECIPE: dict[str, Any] = {"logreg_c": 0.002, "calibrate": True}
 # dp-logreg's default bound on each design row's L2 norm (rows are clipped to it): a fixed
 # constant, like DP-SGD's clipping norm, never computed from the data.
 DEFAULT_DATA_NORM = 2.0
+# The MLP's hidden widths unless a method's recipe or the user says otherwise (in→128→64→2).
+DEFAULT_HIDDEN = (128, 64)
 # Non-private MLP recipe.
 BASELINE_RECIPE: dict[str, Any] = {
     "epochs": 50,
@@ -151,12 +153,13 @@ BASELINE_RECIPE: dict[str, Any] = {
     "dropout": 0.1,
     "calibrate": False,
     "patience": 5,
+    "hidden": DEFAULT_HIDDEN,
 }
-# DP-SGD recipe, chosen from a small grid on the two benchmark tasks (benchmarks/dp_utility.py):
-# large expected batches and few epochs keep the noise per step low; momentum SGD copes with
-# noisy gradients better than Adam here; more patience, as validation AUROC is noisier; the
-# output bias starts at the validation prior, and Platt scaling on validation corrects the scale
-# that clipping and noise distort.
+# DP-SGD's fallback recipe. What dp-sgd actually trains with is set per run by the rule in
+# `medpriv.train.dp_recipe` from public quantities (n, ε): these values fill only what that rule
+# leaves unset (and serve --noise-multiplier runs without a target ε the same way). Momentum SGD
+# copes with noisy gradients better than Adam; the output bias starts at the validation prior,
+# and Platt scaling on validation corrects the scale that clipping and noise distort.
 DP_RECIPE: dict[str, Any] = {
     "epochs": 30,
     "batch_size": 512,
@@ -165,6 +168,7 @@ DP_RECIPE: dict[str, Any] = {
     "dropout": 0.0,
     "calibrate": True,
     "patience": 10,
+    "hidden": DEFAULT_HIDDEN,
 }
 
 
@@ -172,8 +176,9 @@ DP_RECIPE: dict[str, Any] = {
 class RunConfig:
     """What to run and where to write it.
 
-    `attacks` are run against every trained model (an empty list turns them off; the target
-    then trains on the whole training split instead of a random half of the attack pool);
+    `attacks` are run against every trained model (an empty list turns them off; the models and
+    their utility are the same either way: attacks use the training patients as members and the
+    test patients as non-members);
     `shadow_models` is LiRA's and RMIA's K; `inversion_steps` and `inversion_trials` are the
     gradient-inversion attacker's optimization budget per update and repeats per setting.
     """
@@ -228,6 +233,7 @@ FEDAVG_RECIPE: dict[str, Any] = {
     "dropout": 0.0,
     "calibrate": False,
     "patience": 1,  # unused: federated runs keep the last round
+    "hidden": DEFAULT_HIDDEN,
 }
 
 # DP-SGD inside each client (fedavg-dp): as DP_RECIPE, smaller expected batches (clients are small).
@@ -520,7 +526,7 @@ class ExperimentConfig:
             problems.append("val_fraction + test_fraction must leave at least 10% for training")
         if t.optimizer is not None and t.optimizer not in OPTIMIZERS:
             problems.append(f"train.optimizer (--optimizer) must be one of {', '.join(OPTIMIZERS)}")
-        if not 1 <= len(t.hidden) <= MAX_HIDDEN_LAYERS:
+        if t.hidden is not None and not 1 <= len(t.hidden) <= MAX_HIDDEN_LAYERS:
             problems.append(
                 f"train.hidden (--hidden) must list 1 to {MAX_HIDDEN_LAYERS} positive layer "
                 "widths, e.g. [128, 64]"

@@ -189,3 +189,38 @@ def test_the_dataset_card_says_its_counts_are_not_protected():
     page = render_report(document)
     dataset = page.split('<section id="dataset">')[1].split("</section>")[0]
     assert "no model&#x27;s ε covers them" in dataset
+
+
+def test_private_rows_show_their_gap_to_the_non_private_counterpart_seed_by_seed():
+    base = [_run("baseline", seed, {}) for seed in range(2)]  # AUROC 0.80, 0.81
+    private = [_run("dp-sgd eps=1", seed, _dp(1.0, seed)) for seed in range(2)]
+    for run, auroc in zip(private, (0.75, 0.78), strict=True):
+        run["utility"]["auroc"] = auroc
+    rows = {row.label: row for row in summary.headline([*base, *private])}
+    gap = rows["dp-sgd eps=1"].stats["gap"]
+    assert gap.mean == pytest.approx((0.05 + 0.03) / 2) and gap.n == 2
+    assert rows["baseline"].stats["gap"].mean is None  # not private: no gap
+    column = next(c for c in summary.HEADLINE_COLUMNS if c.key == "gap")
+    assert summary.cell_text(rows["dp-sgd eps=1"], column) == "0.040 ± 0.014"
+    assert column in summary.visible_columns(list(rows.values()))
+    alone = summary.headline(private)  # no counterpart in the document: no gap shown
+    assert alone[0].stats["gap"].mean is None
+
+
+def test_a_model_no_better_than_chance_is_marked_in_the_headline_and_the_statement():
+    chance = _run("dp-sgd eps=1", 0, _dp(1.0, 0))
+    chance["utility"].update(auroc=0.53, auroc_ci95=[0.44, 0.61])
+    useful = _run("baseline", 0, {})
+    useful["utility"].update(auroc=0.84, auroc_ci95=[0.80, 0.88])
+    rows = {row.label: row for row in summary.headline([chance, useful])}
+    auroc = next(c for c in summary.HEADLINE_COLUMNS if c.key == "auroc")
+    assert summary.cell_text(rows["dp-sgd eps=1"], auroc).endswith("no better than chance")
+    assert "chance" not in summary.cell_text(rows["baseline"], auroc)
+    assert "no better than chance" in summary.plain_statement(chance)
+    assert "chance" not in summary.plain_statement(useful)
+    seeds = [_run("dp-sgd eps=1", s, _dp(1.0, s)) for s in range(3)]
+    for run, value in zip(seeds, (0.45, 0.55, 0.50), strict=True):
+        run["utility"]["auroc"] = value
+    assert summary.headline(seeds)[0].no_better_than_chance  # over seeds: mean ± 1.96·SD/√n
+    report = render_markdown(_document(chance, useful))
+    assert "no better than chance" in report

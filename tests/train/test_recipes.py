@@ -33,9 +33,11 @@ def test_trainers_report_the_recipe_they_used():
     dp = get_trainer("dp-sgd").fit(
         splits=splits, config=config, privacy=PrivacyConfig(noise_multiplier=1.0)
     )
-    for model, recipe in ((base, BASELINE_RECIPE), (dp, DP_RECIPE)):
-        for key in ("lr", "batch_size", "optimizer", "dropout"):
-            assert model.params[key] == recipe[key]
+    for key in ("lr", "batch_size", "optimizer", "dropout"):
+        assert base.params[key] == BASELINE_RECIPE[key]
+    for key in ("optimizer", "dropout"):  # dp-sgd's batch, steps and lr come from its rule
+        assert dp.params[key] == DP_RECIPE[key]
+    assert dp.params["batch_size"] == len(splits.train) and dp.params["recipe"]["reason"]
     assert base.params["calibration"] is None and dp.params["calibration"] is not None
 
 

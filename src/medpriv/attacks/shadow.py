@@ -65,8 +65,8 @@ class ShadowRecipe:
     def problems(self) -> list[str]:
         """What is wrong with this recipe (empty when it can be trained)."""
         found = []
-        if self.epochs < 1 or self.lr <= 0 or not self.hidden or min(self.hidden) < 1:
-            found.append("epochs >= 1, lr > 0 and positive hidden widths are needed")
+        if self.epochs < 1 or self.lr <= 0 or min(self.hidden, default=1) < 1:
+            found.append("epochs >= 1, lr > 0 and positive hidden widths (or none) are needed")
         if self.optimizer not in OPTIMIZERS:
             found.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if not 0 <= self.dropout < 1:

@@ -62,6 +62,7 @@ class Column:
 HEADLINE_COLUMNS = (
     Column("epsilon", "ε", lambda r: _path(r, "privacy", "epsilon"), None, ".3g"),
     Column("auroc", "AUROC", lambda r: _path(r, "utility", "auroc"), "max"),
+    Column("gap", "AUROC gap to non-private", lambda r: None, "min"),
     Column("auprc", "AUPRC", lambda r: _path(r, "utility", "auprc"), "max"),
     Column("accuracy", "Accuracy", lambda r: _path(r, "utility", "accuracy"), "max"),
     Column("mia_auc", "MIA AUC", lambda r: _path(r, "attacks", "mia_loss", "auc"), "min"),
@@ -140,6 +141,48 @@ class Row:
                 return lo, hi
         return None
 
+    @property
+    def no_better_than_chance(self) -> bool:
+        """The test AUROC's 95% interval reaches 0.5: one seed's bootstrap CI, or over several
+        seeds the normal interval of their mean."""
+        stat = self.stats["auroc"]
+        if stat.mean is None:
+            return False
+        if (ci := self.auroc_ci) is not None:
+            return ci[0] <= 0.5
+        if stat.sd is not None and stat.n > 1:
+            return stat.mean - 1.96 * stat.sd / math.sqrt(stat.n) <= 0.5
+        return False
+
+
+# A private method's non-private counterpart (the same model and protocol without DP); a
+# private run of a method not listed is compared with that method's non-private runs.
+COUNTERPARTS = {
+    "dp-sgd": "baseline",
+    "dp-logreg": "logreg",
+    "fedavg-dp": "fedavg",
+    "fedavg-cdp": "fedavg",
+}
+
+
+def _auroc_gaps(row: Row, rows: list[Row]) -> Stat:
+    """The counterpart's AUROC minus this row's, seed by seed (seeds both have)."""
+    if not row.private:
+        return Stat(None)
+    method = COUNTERPARTS.get(row.method, row.method)
+    reference: dict[Any, float] = {}
+    for other in rows:
+        if other.method == method and not other.private:
+            for run in other.runs:
+                if (value := _path(run, "utility", "auroc")) is not None:
+                    reference.setdefault(run.get("seed"), value)
+    gaps = [
+        reference[run.get("seed")] - value
+        for run in row.runs
+        if run.get("seed") in reference and (value := _path(run, "utility", "auroc")) is not None
+    ]
+    return Stat.of(gaps)
+
 
 def group_label(run: dict, index: int) -> str:
     """A run's name without its seed: the runs of one method at one ε share it."""
@@ -152,7 +195,7 @@ def headline(runs: list[dict]) -> list[Row]:
     groups: dict[str, list[dict]] = {}
     for i, run in enumerate(runs):
         groups.setdefault(group_label(run, i), []).append(run)
-    return [
+    rows = [
         Row(
             label=label,
             method=str(members[0].get("method") or label),
@@ -161,6 +204,9 @@ def headline(runs: list[dict]) -> list[Row]:
         )
         for label, members in groups.items()
     ]
+    for row in rows:
+        row.stats["gap"] = _auroc_gaps(row, rows)
+    return rows
 
 
 def best_rows(rows: list[Row]) -> dict[str, set[int]]:
@@ -199,8 +245,14 @@ def cell_text(
             return none
         text = format(row.epsilon, column.spec)
         return f"{text} (NO GUARANTEE)" if row.no_guarantee else text
-    if column.key == "auroc" and stat.mean is not None and (ci := row.auroc_ci) is not None:
-        return f"{stat.mean:.3f}{ci_sep}({ci[0]:.3f}–{ci[1]:.3f})"
+    if column.key == "auroc" and stat.mean is not None:
+        ci = row.auroc_ci
+        text = (
+            format_stat(stat, column.spec, pm=pm)
+            if ci is None
+            else (f"{stat.mean:.3f}{ci_sep}({ci[0]:.3f}–{ci[1]:.3f})")
+        )
+        return f"{text}{ci_sep}{CHANCE}" if row.no_better_than_chance else text
     if column.key == "bytes":
         return format_bytes(stat.mean)
     if column.key in AUDIT_POWER_OF and stat.mean is not None:
@@ -210,6 +262,7 @@ def cell_text(
     return format_stat(stat, column.spec, pm=pm)
 
 
+CHANCE = "no better than chance"
 AUDIT_POWER_OF = {
     "audit_white": "white_box",
     "audit_runs": "white_box_runs",
@@ -279,8 +332,9 @@ def no_guarantee_notes(rows: list[Row]) -> list[str]:
 
 
 def statement_details(row: Row) -> list[tuple[str, list[str]]]:
-    """(title, sentences) for caveats, what is treated as public, whom the guarantee trusts and
-    what it does not protect: the union over every seed of the row, in first-seen order."""
+    """(title, sentences) for caveats, what is treated as public, whom the guarantee trusts,
+    what it does not protect and the recipe the rule chose: the union over every seed of the
+    row, in first-seen order."""
     out = []
     for key, title in DETAIL_KEYS:
         seen: dict[str, None] = {}
@@ -293,6 +347,13 @@ def statement_details(row: Row) -> list[tuple[str, list[str]]]:
                     seen[str(item).strip().rstrip(".")] = None
         if seen:
             out.append((title, list(seen)))
+    recipes = {
+        str(reason): None
+        for run in row.runs
+        if (reason := _dict(_dict(run.get("params")).get("recipe")).get("reason"))
+    }
+    if recipes:
+        out.append(("Recipe (from public quantities)", list(recipes)))
     return out
 
 
@@ -363,7 +424,7 @@ def plain_statement(run: dict) -> str:
         )
         if measured:
             text += " Measured: " + "; ".join(measured) + "."
-        return text
+        return text + chance_sentence(run)
     unit = str(privacy.get("unit") or "record")
     whole = " (all of its records together)" if privacy.get("level") not in (None, "sample") else ""
     factor = math.exp(eps)
@@ -400,9 +461,25 @@ def plain_statement(run: dict) -> str:
         text += " How: " + ", ".join(how) + "."
     if (verdict := audit_verdict(run)) is not None:
         text += " " + verdict
+    text += chance_sentence(run)
     if reproducible_noise(run):
         text = f"NO GUARANTEE — {NO_GUARANTEE}. Were the noise fresh: {text}"
     return text
+
+
+def chance_sentence(run: dict) -> str:
+    """' Its test AUROC ... is no better than chance ...' when the run's 95% CI reaches 0.5."""
+    utility = _dict(run.get("utility"))
+    auc, ci = number(utility.get("auroc")), utility.get("auroc_ci95")
+    if auc is None or not isinstance(ci, list | tuple) or len(ci) != 2:
+        return ""
+    low, high = number(ci[0]), number(ci[1])
+    if low is None or high is None or low > 0.5:
+        return ""
+    return (
+        f" Its test AUROC, {auc:.3f} (95% CI {low:.3f}–{high:.3f}), is {CHANCE}: this model has "
+        "not learned to predict the outcome and should not be used."
+    )
 
 
 # ---------------------------------------------------------------- warnings

@@ -29,13 +29,15 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.privacy.step import make_dp_step
 from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.checkpoint import saved_mechanism
+from medpriv.train.dp_recipe import dp_sgd_recipe
 from medpriv.train.engine.mlp import finish_scorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.loop import EpochCallback, fit_network
 
 
 @TRAINERS.register("dp-sgd")
 class DPSGDTrainer(Trainer):
-    """DP-SGD on the MLP; privacy unit = the dataset's unit (the patient)."""
+    """DP-SGD on the MLP; privacy unit = the dataset's unit (the patient). The recipe comes from
+    public quantities (`medpriv.train.dp_recipe`); the run records it and why."""
 
     method = "dp-sgd"
     private = True
@@ -58,10 +60,22 @@ class DPSGDTrainer(Trainer):
         """The DP-SGD model; with `canaries` (the white-box audit only), the factory's canaries
         are planted in this run's mechanism and returned in `artifacts["canaries"]`."""
         start = time.perf_counter()
-        config = config.resolved(self.recipe)
         privacy = privacy or PrivacyConfig()
         splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
         caveats = [VALIDATION_CAVEAT, *unit_caveats]
+        pre, data = prepare(splits, fit_on="val")
+        recipe = dp_sgd_recipe(
+            n_units=splits.train.n_units,
+            n_records=len(splits.train),
+            in_features=data.x_train.shape[1],
+            epsilon=privacy.target_epsilon,
+            delta=privacy.delta,
+            noise_multiplier=privacy.noise_multiplier,
+            accountant=privacy.accountant,
+            steps=config.epochs if config.batch_size is None else None,
+        )
+        user_set = sorted(k for k in recipe.fields if getattr(config, k) is not None)
+        config = recipe.apply(config).resolved(self.recipe)
         plan = plan_privacy(
             splits.train,
             config=config,
@@ -71,7 +85,6 @@ class DPSGDTrainer(Trainer):
         caveats += check_budget(
             plan, planned_steps=config.epochs * plan.steps_per_epoch, privacy=privacy
         )
-        pre, data = prepare(splits, fit_on="val")
         network, optimizer = new_network(
             config, data.x_train.shape[1], seed, positive_rate=float(data.y_val.float().mean())
         )
@@ -162,5 +175,6 @@ class DPSGDTrainer(Trainer):
                 "unit_policy": privacy.unit_policy,
                 "budget": privacy.budget,
                 "noise_source": noise.kind,
+                "recipe": {**recipe.to_dict(), "set_by_user": user_set},
             },
         )
