@@ -8,8 +8,9 @@ BASELINE_RECIPE (50 epochs, batch 256, Adam 1e-3, dropout 0.1, hidden 128-64, no
 * sequential  K calls of `train_shadows` with K = 1 each (the same code path, one model at a time).
 
 Both are warmed up on a one-epoch run first. Then an end-to-end LiRA as `medpriv run` does it: the
-default baseline target trained on its half of the attack pool, K = 16 shadows with its recipe,
-the online and offline LiRA scores; `lira_seconds_per_model` is that attack's wall time / K.
+default baseline target trained on every training patient (the released model), K = 16 shadows
+with its recipe, the online and offline LiRA scores; `lira_seconds_per_model` is that attack's
+wall time / K.
 Prints a table and, as the last line, one JSON object.
 
     .venv/bin/python benchmarks/shadow_throughput.py

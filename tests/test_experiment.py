@@ -1,11 +1,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import medpriv.experiment as experiment
 from medpriv.cli import app
 from medpriv.config import ATTACK_NAMES, load_config
+from medpriv.data.splits import Splits
 from medpriv.experiment import RunPaths, run_experiment
 from medpriv.results import validate_results
 from tests.conftest import make_toy_dataset
@@ -62,7 +65,12 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
         assert set(audit) >= {"black_box", "deciding"} and "white_box" not in audit
         assert audit["verdict"] == "no claim" and audit["consistent"] is None
         assert 0.7 < run["utility"]["auroc"] <= 1.0
-        assert sum(run["splits"].values()) == 500 and "nonmember" in run["splits"]
+        assert sum(run["splits"].values()) == 500 and set(run["splits"]) == {"train", "val", "test"}
+        for name in ("mia_loss", "mia_lira", "mia_rmia"):
+            block = run["attacks"][name]
+            assert block["n_members"] == run["splits"]["train"]  # one record per unit here
+            assert block["n_nonmembers"] == run["splits"]["test"]
+            assert block["nonmembers_from"] == "test"
     assert len(on_disk["runs"][0]["history"]) == 4
     html = (run_dir / "report.html").read_text()
     markdown = (run_dir / "report.md").read_text()
@@ -75,6 +83,46 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
     assert load_config(run_dir / "config.toml") == config
     assert events.count("run_end") == 4 and events[-1] == "done"
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_attacks_leave_the_splits_and_the_released_model_unchanged(
+    toy_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The release-model protocol: the attacked model is the one a run without attacks gives."""
+    made: list[Splits] = []
+    make_splits = experiment.make_splits
+
+    def recording(*args, **kwargs) -> Splits:
+        made.append(make_splits(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(experiment, "make_splits", recording)
+    documents = []
+    for attacks in (["mia_loss"], []):
+        config = load_config(
+            None,
+            {
+                "data": {"spec": f"csv:{toy_csv}", "target": "outcome"},
+                "run": {
+                    "methods": ["baseline"],
+                    "out": str(tmp_path / "runs"),
+                    "bootstrap": 20,
+                    "attacks": attacks,
+                },
+                "train": {"epochs": 3, "batch_size": 64},
+            },
+        )
+        documents.append(run_experiment(config))
+    on, off = made
+    assert set(on.parts) == set(off.parts) == {"train", "val", "test"}
+    for name in on.parts:
+        assert np.array_equal(on.parts[name].unit_ids, off.parts[name].unit_ids)
+    (run_on,), (run_off,) = (document["runs"] for document in documents)
+    assert run_on["splits"] == run_off["splits"]
+    assert run_on["utility"] == run_off["utility"] and run_on["history"] == run_off["history"]
+    assert set(run_on["attacks"]) == {"mia_loss"} and not run_off.get("attacks")
+    assert run_on["attacks"]["mia_loss"]["n_members"] == run_on["splits"]["train"]
+    assert run_on["attacks"]["mia_loss"]["n_nonmembers"] == run_on["splits"]["test"]
 
 
 def test_resume_extends_training_from_checkpoints(toy_csv: Path, tmp_path: Path):

@@ -34,6 +34,8 @@ def contradicted_runs(document: dict) -> list[str]:
         if isinstance(run, dict)
         and ((run.get("attacks") or {}).get("audit") or {}).get("consistent") is False
     ]
+
+
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "MEDPRIV_DEBUG"
 

@@ -104,18 +104,13 @@ def plan_runs(config: ExperimentConfig, private: dict[str, bool]) -> list[RunSpe
 
 
 def make_splits(dataset: TabularDataset, config: ExperimentConfig, seed: int) -> Splits:
-    """Train/val/test by unit; with attacks on, the rest is an attack pool split in half:
-    `train` (the members the target learns from) and `nonmember`."""
+    """Train/val/test by unit, the same with attacks on or off: `train` is every unit outside
+    validation and test, so the model measured (and attacked) is the one a hospital would
+    release. Membership attacks take its training units as members and the test units as
+    non-members (`medpriv.attacks.runner.AttackPool`)."""
     s = config.split
-    extra = None
-    if config.run.attacks:
-        extra = {"nonmember": (1 - s.val_fraction - s.test_fraction) / 2}
     return split_by_unit(
-        dataset,
-        val_fraction=s.val_fraction,
-        test_fraction=s.test_fraction,
-        extra=extra,
-        seed=seed,
+        dataset, val_fraction=s.val_fraction, test_fraction=s.test_fraction, seed=seed
     )
 
 

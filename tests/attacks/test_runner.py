@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,20 +18,41 @@ from tests.conftest import make_toy_dataset
 
 
 def _splits(n: int = 800, seed: int = 0):
-    return split_by_unit(make_toy_dataset(n), extra={"nonmember": 0.325}, seed=seed)
+    return split_by_unit(make_toy_dataset(n), seed=seed)
 
 
-def test_attack_splits_halve_the_pool_by_unit():
+def test_attacks_do_not_change_the_splits():
     dataset = make_toy_dataset(1000, records_per_unit=2)
     on = make_splits(dataset, load_config(None, {}), seed=0)
     off = make_splits(dataset, load_config(None, {"run": {"attacks": []}}), seed=0)
-    assert "nonmember" not in off.parts
-    members, others = on.train, on.parts["nonmember"]
-    assert abs(len(members) - len(others)) <= 0.1 * len(members)
-    assert not set(members.unit_ids) & set(others.unit_ids)
-    assert len(members) + len(others) == len(off.train)
-    pool = AttackPool.from_splits(on)
-    assert pool.member.sum() == len(members) and len(pool.records) == len(off.train)
+    assert set(on.parts) == set(off.parts) == {"train", "val", "test"}
+    for name in on.parts:
+        assert np.array_equal(on.parts[name].unit_ids, off.parts[name].unit_ids)
+
+
+def test_the_pool_is_the_training_units_against_the_test_units():
+    splits = make_splits(make_toy_dataset(1000, records_per_unit=2), load_config(None, {}), 0)
+    pool = AttackPool.from_splits(splits)
+    ids, member = pool.records.unit_ids, pool.member.astype(bool)
+    assert len(pool.records) == len(splits.train) + len(splits.test)
+    assert np.array_equal(ids[member], splits.train.unit_ids)  # every record, members first
+    assert np.array_equal(ids[~member], splits.test.unit_ids)
+    assert not set(ids) & set(splits.val.unit_ids)
+    assert np.array_equal(pool.population.unit_ids, splits.val.unit_ids)
+    # Reference models train on random halves of train ∪ test, each unit IN for half of them.
+    in_mask = shadow_in_mask(ids, 4, seed=0)
+    assert np.all(in_mask.sum(axis=0) == 2)
+    assert in_mask[:, member].any() and in_mask[:, ~member].any()
+
+
+def test_the_pool_refuses_splits_without_a_test_part_or_sharing_units():
+    splits = _splits(400)
+    parts = {k: v for k, v in splits.parts.items() if k != "test"}
+    with pytest.raises(ValueError, match="missing: test"):
+        AttackPool.from_splits(replace(splits, parts=parts))
+    overlapping = {**splits.parts, "test": splits.train}
+    with pytest.raises(ValueError, match="in both train and test"):
+        AttackPool.from_splits(replace(splits, parts=overlapping))
 
 
 def test_the_registry_holds_every_configurable_attack():
@@ -67,7 +89,10 @@ def test_every_registered_attack_reports_on_every_trainer(method: str):
     for name in ("mia_loss", "mia_lira", "mia_rmia"):
         assert 0.0 <= block[name]["auc"] <= 1.0
         assert set(block[name]["tpr_at_fpr"]) == {"0.001", "0.01"}
-        assert len(results[name].scores) == len(splits.train) + len(splits.parts["nonmember"])
+        assert len(results[name].scores) == len(splits.train) + len(splits.test)
+        assert block[name]["n_members"] == len(splits.train)
+        assert block[name]["n_nonmembers"] == len(splits.test)
+        assert block[name]["nonmembers_from"] == "test"
     assert block["mia_lira"]["n_shadow"] == 4 and "offline" in block["mia_lira"]
     audit = block["audit"]
     assert ("white_box" in audit) == trainer.gradient_canaries and "black_box" in audit

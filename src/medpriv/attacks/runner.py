@@ -1,11 +1,18 @@
 """Attack one trained model: the membership pool, shadow models, MIA, the ε audit, attributes.
 
-Protocol (fixed, ground truth by privacy unit): the units outside validation and test form the
-attack pool; the target trained on a random half of them (`train`, members) and never saw the
-other half (`nonmember`). Shadows repeat the target's recipe — DP-SGD noise and clipping
-included — each on a random half of the pool's units, so that every unit is IN for exactly half
-of them. MLP shadows are trained all at once (`medpriv.attacks.shadow`); other methods are
-refitted one by one with their own trainer.
+Protocol (fixed, ground truth by privacy unit): the target is the released model itself, trained
+on every unit outside validation and test. Membership attacks take its training units (`train`)
+as members and the untouched test units — where utility is measured, never trained on — as
+non-members; the two together form the attack pool. Reference (shadow) models repeat the
+target's recipe — DP-SGD noise and clipping included — each on a random half of the pool's units
+(train ∪ test), so that every unit is IN for exactly half of them; RMIA's population is the
+validation split. MLP shadows are trained all at once (`medpriv.attacks.shadow`); other methods
+are refitted one by one with their own trainer.
+
+The pool is not balanced (with the default fractions about 3 members to 1 non-member). AUC, TPR
+at a fixed FPR and advantage do not depend on that ratio, but an FPR below 1 / (test records) is
+met only with no false positive at all, and each shadow trains on half the pool, fewer units
+than the target.
 """
 
 from __future__ import annotations
@@ -34,22 +41,38 @@ from medpriv.train.base import TrainedModel, Trainer
 ALL_ATTACKS = ATTACK_NAMES  # registry order: membership attacks before the audit
 MEMBERSHIP_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia")
 VECTORIZED_METHODS = ("baseline", "dp-sgd")
+NONMEMBER_PART = "test"  # the split whose units are the membership attacks' non-members
 Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class AttackPool:
-    """Pool records (members first), their membership and the population for RMIA."""
+    """Pool records (members first), their membership and the population for RMIA.
+
+    `nonmembers_from` names the split the non-members come from (recorded in each membership
+    attack's results.json block)."""
 
     records: TabularDataset
     member: np.ndarray
     population: TabularDataset
+    nonmembers_from: str = NONMEMBER_PART
 
     @classmethod
     def from_splits(cls, splits: Splits) -> AttackPool:
-        if "nonmember" not in splits.parts:
-            raise ValueError("attacks need splits made with a 'nonmember' part")
-        members, others = splits.train, splits.parts["nonmember"]
+        """Members: the training split; non-members: the test split; population: validation."""
+        missing = [p for p in ("train", NONMEMBER_PART, "val") if p not in splits.parts]
+        if missing:
+            raise ValueError(
+                f"attacks need splits with train, {NONMEMBER_PART} and val parts; "
+                f"missing: {', '.join(missing)}"
+            )
+        members, others = splits.train, splits.parts[NONMEMBER_PART]
+        shared = np.intersect1d(members.unit_ids, others.unit_ids)
+        if len(shared):
+            raise ValueError(
+                f"{len(shared)} units are in both train and {NONMEMBER_PART}: membership would "
+                "have no ground truth"
+            )
         member = np.r_[np.ones(len(members), int), np.zeros(len(others), int)]
         return cls(records=concat([members, others]), member=member, population=splits.val)
 
@@ -195,7 +218,12 @@ class AttackContext:
 
     def membership(self, name: str, scores: np.ndarray, **extra: Any) -> AttackResult:
         """Record a membership attack's per-record scores; its results.json block follows."""
-        result = AttackResult.from_input(name, AttackInput(scores, self.pool.member), **extra)
+        result = AttackResult.from_input(
+            name,
+            AttackInput(scores, self.pool.member),
+            nonmembers_from=self.pool.nonmembers_from,
+            **extra,
+        )
         self.results[name] = result
         return result
 
@@ -274,7 +302,7 @@ def _attribute(ctx: AttackContext) -> dict[str, Any] | None:
     found = attribute_inference(
         ctx.model,
         members=ctx.splits.train,
-        nonmembers=ctx.splits.parts["nonmember"],
+        nonmembers=ctx.splits.parts[NONMEMBER_PART],
         reference=ctx.splits.val,
         seed=ctx.seed,
     )

@@ -2,8 +2,8 @@
 inverse network, He et al. 2019; the attack NoPeek defends against).
 
 The server holds every training record's cut-layer activations (as sent, noise defense
-included). It also holds auxiliary patients from the same distribution — the attack pool's
-non-members, disjoint from the training patients — and query access to the client's layers, so
+included). It also holds auxiliary patients from the same distribution — the test split's
+patients, disjoint from the training patients — and query access to the client's layers, so
 it can pair their inputs with activations and train an inverse network (activations → design
 matrix, an MLP fitted by mean squared error). It then decodes every training record's
 activations and is scored row by row, per feature: categorical exact match, continuous within
@@ -31,6 +31,7 @@ from medpriv.train.base import TrainedModel
 
 EPOCHS = 60
 BATCH = 128
+AUXILIARY_PART = "test"  # the server's auxiliary patients: same distribution, never trained on
 
 
 def _activations(
@@ -66,16 +67,18 @@ def train_inverse(h: torch.Tensor, x: np.ndarray, *, seed: int, epochs: int = EP
 def sl_reconstruction(
     model: TrainedModel, splits: Splits, *, seed: int = 0
 ) -> dict[str, Any] | None:
-    """The attack's results.json block; None for models that are not split (or without an
-    auxiliary set)."""
+    """The attack's results.json block (auxiliary data: the test split's patients, never trained
+    on); None for models that are not split."""
     layers = model.artifacts.get("sl_client_layers")
-    if layers is None or "nonmember" not in splits.parts:
+    if layers is None:
         return None
+    if AUXILIARY_PART not in splits.parts:
+        raise ValueError(f"sl_reconstruction needs a {AUXILIARY_PART!r} split as auxiliary data")
     pre = model.preprocessor
     layout = FeatureLayout.from_preprocessor(pre)
     noise = float(model.params.get("activation_noise", 0.0))
     generator = torch.Generator().manual_seed(seed)
-    x_aux = pre.transform(splits.parts["nonmember"].features)
+    x_aux = pre.transform(splits.parts[AUXILIARY_PART].features)
     x_members = pre.transform(splits.train.features)
     inverse = train_inverse(_activations(layers, x_aux, noise, generator), x_aux, seed=seed)
     with torch.no_grad():

@@ -556,7 +556,6 @@ def _attacks_of(run: dict) -> dict[str, Any]:
     return found
 
 
-
 def _attack_columns(runs: list[dict]) -> dict[str, list[str]]:
     """attack name -> metric keys present for it in any run, in a stable, readable order."""
     found: dict[str, dict[str, None]] = {}
