@@ -166,3 +166,10 @@ def test_with_the_released_model_the_audit_keeps_the_canaries_it_is_most_undecid
     pool = craft_input_canaries(train, 50 * input_canaries.CANDIDATES, seed=2)
     assert len(chosen) == 50 and len(set(chosen.unit_ids)) == 50
     assert np.abs(chosen.features["x1"]).max() <= np.sort(np.abs(pool.features["x1"]))[49]
+
+
+def test_a_small_table_gets_at_most_a_canary_per_four_patients():
+    assert input_canary_count(40) == 10  # the MIMIC-III demo's scale: not 100 canaries
+    assert input_canary_count(5) == 2
+    assert input_canary_count(400) == 100 and input_canary_count(2_000) == 200
+    assert input_canary_count(100_000) == 500

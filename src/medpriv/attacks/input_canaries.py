@@ -34,6 +34,7 @@ from medpriv.privacy.randomness import NoiseSource
 
 MIN_CANARIES, MAX_CANARIES = 100, 500
 CANARY_SHARE = 0.1  # canaries per training unit: about one record in twenty is an included one
+MAX_CANARY_FRACTION = 4  # at most one canary per four training units (small tables)
 EXTREME_SHARE = 1 / 3  # share of numeric columns a canary sets to the column's min or max
 CANDIDATES = 4  # records crafted per canary kept
 CANARY_PREFIX = "medpriv-canary-"
@@ -44,8 +45,11 @@ THREAT_MODEL = (
 
 
 def input_canary_count(train_units: int) -> int:
-    """m from public quantities: a tenth of the training units, between 100 and 500."""
-    return min(MAX_CANARIES, max(MIN_CANARIES, int(CANARY_SHARE * train_units)))
+    """m from public quantities: a tenth of the training units, between 100 and 500, and never
+    more than a quarter of them (at least 2), so that on a small table the audit run stays a run
+    on the patients with a few canaries, not a run on canaries (its power says what that costs)."""
+    share = min(MAX_CANARIES, max(MIN_CANARIES, int(CANARY_SHARE * train_units)))
+    return min(share, max(2, train_units // MAX_CANARY_FRACTION))
 
 
 def craft_input_canaries(
