@@ -13,9 +13,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import medpriv.privacy.accounting as accounting
-import medpriv.privacy.plan as plan_module
-import medpriv.privacy.step as step_module
 from medpriv.attacks.canary_audit import audit_block, mechanism_runs_audit
 from medpriv.config import DP_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
@@ -29,10 +26,10 @@ from medpriv.privacy.audit.multi_run import (
     run_canaries,
 )
 from medpriv.privacy.plan import RunAccountant, plan_privacy
-from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import get_trainer
 from tests.conftest import make_toy_dataset
+from tests.privacy import faults
 
 REPEATS = 10
 CONFIG = TrainConfig(epochs=10)  # the DP recipe's batch of 512: q ≈ 0.37, 30 steps
@@ -65,32 +62,8 @@ def _audit(claim: float) -> dict:
     return mechanism_runs_audit(get_trainer("dp-sgd"), _model(claim))
 
 
-def _half_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    draw = NoiseSource.gaussian_
-    monkeypatch.setattr(NoiseSource, "gaussian_", lambda self, out, std: draw(self, out, std / 2))
-
-
-def _no_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    draw = NoiseSource.gaussian_
-    monkeypatch.setattr(NoiseSource, "gaussian_", lambda self, out, std: draw(self, out, 0.0))
-
-
-def _no_clipping(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(step_module, "_clip_factors", lambda norms, c: norms.new_ones(norms.shape))
-
-
-def _accountant_q_over_10(monkeypatch: pytest.MonkeyPatch) -> None:
-    history_epsilon, calibrate = accounting._history_epsilon, accounting.calibrate_noise
-
-    def smaller_q(mechanism, history, delta):
-        return history_epsilon(mechanism, tuple((s, q / 10, n) for s, q, n in history), delta)
-
-    monkeypatch.setattr(accounting, "_history_epsilon", smaller_q)
-    monkeypatch.setattr(
-        plan_module,
-        "calibrate_noise",
-        lambda **kw: calibrate(**{**kw, "sample_rate": kw["sample_rate"] / 10}),
-    )
+_half_noise, _no_noise = faults.half_noise, faults.no_noise
+_no_clipping, _accountant_q_over_10 = faults.no_clipping, faults.accountant_q_over_10
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import medpriv.privacy.accounting as accounting
-import medpriv.privacy.plan as plan_module
-import medpriv.privacy.step as step_module
 from medpriv.attacks.canary_audit import (
     GAUSSIAN_CONTRADICTION,
     verdict,
@@ -31,6 +28,7 @@ from medpriv.privacy.audit.canaries import DiracCanaries
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.base import get_trainer
 from tests.conftest import make_toy_dataset
+from tests.privacy import faults
 
 CANARIES = 1000
 SHORT = (2000, TrainConfig(epochs=5, hidden=(64, 32)))  # 15 steps at q ≈ 0.4
@@ -50,31 +48,8 @@ def _audit(seed: int, claim: float, run: tuple[int, TrainConfig]) -> dict:
     )
 
 
-def _half_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    draw = NoiseSource.gaussian_
-    monkeypatch.setattr(NoiseSource, "gaussian_", lambda self, out, std: draw(self, out, std / 2))
-
-
-def _no_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    draw = NoiseSource.gaussian_
-    monkeypatch.setattr(NoiseSource, "gaussian_", lambda self, out, std: draw(self, out, 0.0))
-
-
-def _no_clipping(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(step_module, "_clip_factors", lambda norms, c: norms.new_ones(norms.shape))
-
-
-def _accountant_q_over_10(monkeypatch: pytest.MonkeyPatch) -> None:
-    history_epsilon, calibrate = accounting._history_epsilon, accounting.calibrate_noise
-
-    def smaller_q(mechanism, history, delta):
-        return history_epsilon(mechanism, tuple((s, q / 10, n) for s, q, n in history), delta)
-
-    def calibrate_small_q(**settings):
-        return calibrate(**{**settings, "sample_rate": settings["sample_rate"] / 10})
-
-    monkeypatch.setattr(accounting, "_history_epsilon", smaller_q)
-    monkeypatch.setattr(plan_module, "calibrate_noise", calibrate_small_q)
+_half_noise, _no_noise = faults.half_noise, faults.no_noise
+_no_clipping, _accountant_q_over_10 = faults.no_clipping, faults.accountant_q_over_10
 
 
 @pytest.mark.parametrize("plant", [_no_noise, _no_clipping, _accountant_q_over_10])
