@@ -224,3 +224,6 @@ def test_a_model_no_better_than_chance_is_marked_in_the_headline_and_the_stateme
     assert summary.headline(seeds)[0].no_better_than_chance  # over seeds: mean ± 1.96·SD/√n
     report = render_markdown(_document(chance, useful))
     assert "no better than chance" in report
+    # and the report says what each figure is measured on
+    assert "measured on the model that would be released" in report
+    assert "measured on the model that would be released" in render_report(_document(chance))

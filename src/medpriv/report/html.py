@@ -235,7 +235,7 @@ def _headline_section(rows: list[summary.Row]) -> str:
         "members found at a 0.1% false-positive rate), audit ε̂ (in brackets: the most the audit "
         "could have shown) and training time. ε "
         "is per privacy unit and the largest over the seeds (the weakest guarantee among them); "
-        "“none” = no formal guarantee.</p></section>"
+        f"“none” = no formal guarantee. {_e(summary.MEASURED_ON)}.</p></section>"
     )
 
 

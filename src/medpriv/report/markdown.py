@@ -40,7 +40,7 @@ def _headline(runs: list[dict]) -> list[str]:
         "",
         f"Test split, {spread}; best per column in bold. ε is per privacy unit and the "
         "largest over the seeds (the weakest guarantee among them); “none” = no formal "
-        "guarantee.",
+        f"guarantee. {summary.MEASURED_ON}.",
         "",
     ]
 

@@ -308,6 +308,14 @@ CARD_UNPROTECTED = (
     "The exact counts on this card are computed from every record without noise: no model's ε "
     "covers them."
 )
+MEASURED_ON = (
+    "Every figure is measured on the model that would be released, trained on every training "
+    "patient: utility on the untouched test patients; membership attacks and the black-box "
+    "audit take the training patients as members and the test patients as non-members; the "
+    "white-box audits use their own runs. AUROC gap: the non-private counterpart's AUROC minus "
+    "the private model's, seed by seed (dp-sgd → baseline, dp-logreg → logreg, fedavg-dp and "
+    "fedavg-cdp → fedavg); “no better than chance”: the AUROC's 95% interval reaches 0.5"
+)
 AUDIT_POWER = (
     "an audit that does not contradict a claim does not confirm it: it can show no more than "
     "its power"
