@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.config import DP_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
 from medpriv.train.base import get_trainer
 from medpriv.train.dp_recipe import (
@@ -81,3 +81,17 @@ def test_the_user_s_settings_win_and_the_run_records_the_recipe():
     assert mine.params["hidden"] == [8] and mine.params["lr"] == 0.1
     assert mine.params["recipe"]["set_by_user"] == ["epochs", "hidden", "lr"]
     assert mine.privacy.steps <= 3
+
+
+def test_a_batch_size_the_user_chose_keeps_the_minibatch_recipe_and_the_rule_sets_the_model():
+    recipe = dp_sgd_recipe(n_units=1_000, in_features=96, epsilon=1.0, batch_given=True)
+    assert set(recipe.fields) == {"hidden"} and "batch size set by the user" in recipe.reason
+    splits = split_by_unit(make_toy_dataset(600), seed=0)
+    model = get_trainer("dp-sgd").fit(
+        splits=splits,
+        config=TrainConfig(batch_size=64, epochs=2),
+        privacy=PrivacyConfig(target_epsilon=1.0),
+        seed=0,
+    )
+    assert model.params["lr"] == DP_RECIPE["lr"] and model.params["batch_size"] == 64
+    assert model.privacy.sample_rate < 1

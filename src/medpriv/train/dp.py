@@ -73,6 +73,7 @@ class DPSGDTrainer(Trainer):
             noise_multiplier=privacy.noise_multiplier,
             accountant=privacy.accountant,
             steps=config.epochs if config.batch_size is None else None,
+            batch_given=config.batch_size is not None,
         )
         user_set = sorted(k for k in recipe.fields if getattr(config, k) is not None)
         config = recipe.apply(config).resolved(self.recipe)

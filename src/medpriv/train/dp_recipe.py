@@ -76,10 +76,13 @@ def dp_sgd_recipe(
     noise_multiplier: float | None = None,
     accountant: str = "prv",
     steps: int | None = None,
+    batch_given: bool = False,
 ) -> PublicRecipe:
     """The rule: full batch, `STEPS` steps (or the user's), the largest model of `LADDER` whose
     noise ratio √d·σ/n is at most `MAX_NOISE_RATIO` (σ given, or calibrated to ε). Full batch
-    is every record (`n_records`, when a unit holds several)."""
+    is every record (`n_records`, when a unit holds several). With `batch_given` (the user chose
+    the batch size), the rule sets the model only and leaves epochs, learning rate and patience
+    to the minibatch fallback recipe (`DP_RECIPE`)."""
     if n_units < 1 or in_features < 1:
         raise ValueError(f"need n_units >= 1 and in_features >= 1, got {n_units}, {in_features}")
     steps = steps or STEPS
@@ -104,6 +107,13 @@ def dp_sgd_recipe(
         f"{model_name(hidden)} (noise ratio √d·σ/n = {ratios[hidden]:.2f}; "
         f"the largest model at most {MAX_NOISE_RATIO:g})"
     )
+    if batch_given:
+        reason = (
+            f"n = {n_units:,}, {given}, batch size set by the user → {model_name(hidden)} "
+            f"(noise ratio √d·σ/n = {ratios[hidden]:.2f} at full batch; the largest model at "
+            f"most {MAX_NOISE_RATIO:g})"
+        )
+        return PublicRecipe(fields={"hidden": hidden}, reason=reason, noise_ratio=ratios[hidden])
     fields = {
         "batch_size": n_records or n_units,
         "epochs": steps,
