@@ -31,7 +31,7 @@ from tests.conftest import make_toy_dataset
 from tests.privacy import faults
 
 CANARIES = 1000
-SHORT = (2000, TrainConfig(epochs=5, hidden=(64, 32)))  # 15 steps at q ≈ 0.4
+SHORT = (2000, TrainConfig(epochs=5, hidden=(64, 32)))  # 5 full-batch steps (the rule: q = 1)
 # 2,000 steps at q ≈ 0.02: long enough for halved noise to be visible in one run
 LONG = (1000, TrainConfig(epochs=40, hidden=(64, 32), patience=1000, batch_size=13))
 
