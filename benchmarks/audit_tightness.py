@@ -85,6 +85,7 @@ def uncached() -> None:
     import medpriv.privacy.plan as plan_module
 
     accounting._history_epsilon.cache_clear()
+    accounting.calibrate_noise.cache_clear()
     plan_module._epsilon.cache_clear()
 
 

@@ -189,7 +189,14 @@ def mechanism_runs_audit(
     """The multi-run audit of the mechanism a model recorded (`medpriv.privacy.audit.multi_run`);
     None where it does not apply (no such mechanism, the Opacus engine, no claim)."""
     spent = model.privacy
-    fields = (spent.epsilon, spent.delta, spent.noise_multiplier, spent.sample_rate, spent.steps)
+    fields = (
+        spent.epsilon,
+        spent.delta,
+        spent.noise_multiplier,
+        spent.sample_rate,
+        spent.steps,
+        spent.clipping_norm,
+    )
     if not getattr(trainer, "mechanism_runs", False) or model.params.get("engine") != "fast":
         return None
     if any(value is None for value in fields) or not spent.noise_multiplier or not spent.steps:

@@ -139,10 +139,12 @@ def _checked_entry(noise_multiplier: float, sample_rate: float, steps: int) -> t
     return sigma, q, n
 
 
+@functools.lru_cache(maxsize=1024)
 def calibrate_noise(
     *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
 ) -> float:
-    """The smallest σ (to Opacus's tolerance) whose ε after `steps` is at most the target."""
+    """The smallest σ (to Opacus's tolerance) whose ε after `steps` is at most the target
+    (memoised: a pure function of its arguments, asked by the recipe rule and the plan alike)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     _memoize_rdp()

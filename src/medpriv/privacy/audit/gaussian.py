@@ -18,13 +18,12 @@ from functools import lru_cache
 import numpy as np
 from scipy import optimize, special
 
-from medpriv.privacy.audit.one_run import GUESS_SHARES, guess_counts
+from medpriv.privacy.audit.one_run import EPS_CEILING, GUESS_SHARES, guess_counts
 
 STATISTIC = (
     "one-run, Gaussian-DP reading (Mahloujifar et al. 2024): an estimate that assumes the "
     "mechanism's trade-off curve is Gaussian"
 )
-_EPS_CEILING = 64.0
 
 
 def _phi(x: float) -> float:
@@ -64,9 +63,9 @@ def gdp_epsilon(mu: float, delta: float) -> float:
         raise ValueError(f"need 0 < δ < 1, got {delta}")
     if mu <= 0 or gdp_delta(0.0, mu) <= delta:
         return 0.0
-    if gdp_delta(_EPS_CEILING, mu) > delta:
-        return _EPS_CEILING
-    return float(optimize.brentq(lambda e: gdp_delta(e, mu) - delta, 0.0, _EPS_CEILING))
+    if gdp_delta(EPS_CEILING, mu) > delta:
+        return EPS_CEILING
+    return float(optimize.brentq(lambda e: gdp_delta(e, mu) - delta, 0.0, EPS_CEILING))
 
 
 def _rejects(epsilon: float, m: int, r: int, v: int, delta: float, level: float) -> bool:
@@ -89,9 +88,9 @@ def gaussian_epsilon(m: int, r: int, v: int, delta: float, level: float) -> floa
         return 0.0
     low, high = 0.0, 1.0
     while _rejects(high, m, r, v, delta, level):
-        if high >= _EPS_CEILING:
-            return _EPS_CEILING
-        low, high = high, min(2 * high, _EPS_CEILING)
+        if high >= EPS_CEILING:
+            return EPS_CEILING
+        low, high = high, min(2 * high, EPS_CEILING)
     for _ in range(30):
         middle = (low + high) / 2
         low, high = (middle, high) if _rejects(middle, m, r, v, delta, level) else (low, middle)

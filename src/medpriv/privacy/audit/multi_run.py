@@ -35,6 +35,7 @@ from scipy import special, stats
 
 from medpriv.privacy.audit.canaries import DiracCanaries, llr_scores, noise_scale
 from medpriv.privacy.audit.gaussian import gdp_epsilon
+from medpriv.privacy.audit.one_run import EPS_CEILING
 from medpriv.privacy.randomness import NoiseSource
 
 MAX_RUNS = 100_000
@@ -54,7 +55,6 @@ GAUSSIAN_STATISTIC = (
 # distribution-free bound is decided, and coarse enough that choosing among them overfits little.
 _TAILS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
 _THRESHOLD_QUANTILES = np.array(sorted({*_TAILS, 0.5, *(1 - t for t in _TAILS)}))
-_EPS_CEILING = 64.0
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _pure_bound(counts: Counts, *, delta: float, alpha: float) -> float:
     tpr, fpr = _cp_low(hits, positives, alpha / 2), _cp_high(false, negatives, alpha / 2)
     if tpr <= delta:
         return 0.0
-    return max(0.0, min(_EPS_CEILING, float(np.log((tpr - delta) / fpr))))
+    return max(0.0, min(EPS_CEILING, float(np.log((tpr - delta) / fpr))))
 
 
 def _gaussian_mu(counts: Counts, *, alpha: float) -> float:

@@ -28,7 +28,7 @@ STATISTIC = "one-run (Steinke, Nasr & Jagielski 2023), Bonferroni over the guess
 GUESS_SHARES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # k / m, fixed before any score is seen
 IN_ONLY_SHARES = (0.02, 0.05, 0.1, 0.2, 0.5)  # k / m guessing "in" only (at most the expected ½)
 BOTH_WAYS, IN_ONLY = "in and out", "in only"
-_EPS_CEILING = 64.0
+EPS_CEILING = 64.0  # the largest ε any audit statistic reports
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def _bound(m: int, r: int, v: int, delta: float, confidence: float) -> float:
         return 0.0
     low, high = 0.0, 1.0
     while p_value(m, r, v, high, delta) <= level:
-        if high >= _EPS_CEILING:
-            return _EPS_CEILING
-        low, high = high, min(2 * high, _EPS_CEILING)
+        if high >= EPS_CEILING:
+            return EPS_CEILING
+        low, high = high, min(2 * high, EPS_CEILING)
     for _ in range(40):
         middle = (low + high) / 2
         if p_value(m, r, v, middle, delta) <= level:
