@@ -111,6 +111,13 @@ def run(
     shadow_models: Annotated[
         int | None, typer.Option(help="shadow models for LiRA and RMIA (default 16)")
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (a CUDA GPU when there is one), cpu or cuda: where the many-runs audit "
+            "draws its runs (training stays on the CPU)"
+        ),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="parent folder of the run folder")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML experiment file")] = None,
     resume: Annotated[
@@ -160,6 +167,17 @@ def run(
     max_grad_norm: Annotated[float | None, typer.Option(help="per-sample clipping norm")] = None,
     accountant: Annotated[str | None, typer.Option(help="prv (default) or rdp")] = None,
     dp_engine: Annotated[str | None, typer.Option(help="fast (default) or opacus")] = None,
+    tune: Annotated[
+        str | None,
+        typer.Option(
+            help="none (default: the recipe rule) or private: dp-sgd's learning rate and model "
+            "chosen on validation patients by private selection, its cost in the reported ε"
+        ),
+    ] = None,
+    tune_trials: Annotated[
+        float | None,
+        typer.Option(help="expected trials of --tune private (default 10; their number is hidden)"),
+    ] = None,
     budget: Annotated[float | None, typer.Option(help="refuse to train past this total ε")] = None,
     allow_over_budget: Annotated[
         bool | None, typer.Option("--allow-over-budget", help="train past --budget anyway")
@@ -279,6 +297,7 @@ def run(
             "epsilons": epsilons,
             "attacks": [] if attacks is not None and attacks.strip() == "none" else attacks,
             "shadow_models": shadow_models,
+            "device": device,
         },
         "privacy": {
             "target_epsilon": target_epsilon,
@@ -292,6 +311,8 @@ def run(
             "unit_policy": unit_policy,
             "data_norm": data_norm,
             "reproducible_noise": reproducible_noise,
+            "tune": tune,
+            "tune_trials": tune_trials,
         },
         "train": {
             "epochs": epochs,

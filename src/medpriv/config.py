@@ -180,7 +180,9 @@ class RunConfig:
     their utility are the same either way: attacks use the training patients as members and the
     test patients as non-members);
     `shadow_models` is LiRA's and RMIA's K; `inversion_steps` and `inversion_trials` are the
-    gradient-inversion attacker's optimization budget per update and repeats per setting.
+    gradient-inversion attacker's optimization budget per update and repeats per setting;
+    `device` (auto, cpu, cuda) is where the multi-run audit's stacked runs are drawn (trainers
+    run on the CPU).
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -193,6 +195,7 @@ class RunConfig:
     shadow_models: int = 16
     inversion_steps: int = 300
     inversion_trials: int = 2
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,8 @@ class PrivacyConfig:
     default `DEFAULT_DATA_NORM`, a constant fixed in advance, never computed from the data).
     `reproducible_noise` draws the noise and Poisson masks from the run seed instead of the OS
     CSPRNG: for debugging and tests only; such a model carries no guarantee and says so.
+    `tune = "private"` selects dp-sgd's learning rate and model on validation patients by
+    private selection (`medpriv.train.tuning`), `tune_trials` trials expected, its cost in ε.
     """
 
     target_epsilon: float | None = 1.0
@@ -220,10 +225,14 @@ class PrivacyConfig:
     unit_policy: str = "one-per-unit"
     data_norm: float | None = None
     reproducible_noise: bool = False
+    tune: str = "none"
+    tune_trials: float = 10.0
 
 
+TUNING = ("none", "private")
 FL_STRATEGIES = ("fedavg", "fedprox", "fedadam")
 FL_ENGINES = ("inprocess",)
+DEVICES = ("auto", "cpu", "cuda")  # `medpriv.device`
 # Local training of federated clients: plain SGD with momentum, a fresh optimizer each round.
 FEDAVG_RECIPE: dict[str, Any] = {
     "epochs": 1,  # local epochs per round
@@ -313,6 +322,7 @@ MIN_DELTA = 1e-12
 # LiRA's authors use up to 256 shadow models; beyond 1,024 the estimate has long converged and
 # the stacked copies outgrow memory.
 MAX_SHADOW_MODELS = 1_024
+MAX_TUNE_TRIALS = 100.0  # expected trials of a private selection
 
 
 @dataclass(frozen=True)
@@ -391,6 +401,7 @@ RANGES: dict[str, Range] = {
     "privacy.max_grad_norm": _positive("--max-grad-norm"),
     "privacy.budget": _positive("--budget"),
     "privacy.data_norm": _positive("--data-norm"),
+    "privacy.tune_trials": Range(1, MAX_TUNE_TRIALS, low_open=True, flag="--tune-trials"),
     "federated.rounds": _whole(1, "--rounds"),
     "federated.fraction": _fraction("--fraction", one=True),
     "federated.min_clients": _whole(1, "--min-clients"),
@@ -537,6 +548,8 @@ class ExperimentConfig:
                 f"run.attacks (--attacks): unknown attacks {unknown}; choose from "
                 f"{', '.join(ATTACK_NAMES)} (or none)"
             )
+        if r.device not in DEVICES:
+            problems.append(f"run.device (--device) must be one of {', '.join(DEVICES)}")
         if not r.methods:
             problems.append("run.methods (--methods) is empty; name at least one method")
         if not r.out.strip():
@@ -585,6 +598,8 @@ def privacy_problems(p: PrivacyConfig, epsilons: tuple[float, ...]) -> list[str]
         problems.append(
             f"privacy.engine (--dp-engine) must be 'fast' or 'opacus', got {p.engine!r}"
         )
+    if p.tune not in TUNING:
+        problems.append(f"privacy.tune (--tune) must be one of {', '.join(TUNING)}")
     if p.unit_policy not in ("one-per-unit", "group"):
         problems.append(
             "privacy.unit_policy (--unit-policy) must be 'one-per-unit' or 'group', "

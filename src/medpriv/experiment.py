@@ -313,6 +313,7 @@ def _train_and_measure(
             n_shadow=config.run.shadow_models,
             inversion_steps=config.run.inversion_steps,
             inversion_trials=config.run.inversion_trials,
+            device=config.run.device,
             seed=seed,
             progress=lambda text: notify("attack", {"name": name, "text": text}),
         )

@@ -18,6 +18,7 @@ from scipy import stats
 
 from medpriv.attacks.canary_audit import (
     GAUSSIAN_CONTRADICTION,
+    mechanism_runs_audit,
     verdict,
     verdict_text,
     white_box_audit,
@@ -118,7 +119,6 @@ def test_client_level_dp_is_audited_with_canary_clients(monkeypatch: pytest.Monk
     for audit in audits:  # one observation per round: the server's noisy aggregate
         assert audit["steps"] == 4 and 1.5 < audit["claimed_epsilon"] <= 2.0
     _no_noise(monkeypatch)
-    monkeypatch.setattr(NoiseSource, "gaussian_np", lambda self, shape, std: np.zeros(shape))
     broken = _federated_audit(0, "fedavg-cdp")
     assert broken["verdict"] == "contradicted" and broken["consistent"] is False
 
@@ -151,3 +151,40 @@ def test_canary_coins_come_from_the_csprng_and_positions_from_the_seed():
     assert np.array_equal(a.coordinates, b.coordinates)  # public: the run seed
     assert not np.array_equal(a.included, b.included)  # secret: never replayable
     assert len(set(a.coordinates.tolist())) == 500  # one coordinate each
+
+
+@pytest.fixture(scope="module")
+def federated_models() -> dict:
+    """fedavg-dp and fedavg-cdp models as trained, for the multi-run audit of their mechanism."""
+    splits = split_by_unit(make_toy_dataset(2000), seed=0)
+    models = {}
+    for method in ("fedavg-dp", "fedavg-cdp"):
+        trainer = get_trainer(method, federated=FederatedConfig(rounds=4, partition="iid:4"))
+        model = trainer.fit(
+            splits=splits,
+            config=TrainConfig(hidden=(16,)),
+            privacy=PrivacyConfig(target_epsilon=2.0),
+            seed=0,
+        )
+        models[method] = (trainer, model)
+    return models
+
+
+@pytest.mark.parametrize("method", ["fedavg-dp", "fedavg-cdp"])
+def test_the_many_runs_audit_covers_the_federated_mechanisms(
+    method: str, federated_models: dict, monkeypatch: pytest.MonkeyPatch
+):
+    trainer, model = federated_models[method]
+    spent = model.privacy
+    correct = mechanism_runs_audit(trainer, model, runs=20_000)
+    # the distribution-free bound passes the claim with probability < 5% (far less: it sits
+    # near half the claim), so this is not a coin flip
+    assert correct["epsilon_lower_bound"] < spent.epsilon and correct["runs"] == 20_000
+    assert correct["claimed_epsilon"] == spent.epsilon and correct["steps"] == spent.steps
+    if method == "fedavg-cdp":  # one observation per round: the server's noisy aggregate
+        assert spent.steps == 4 and spent.level == "client"
+    else:  # every local step of the worst-off patients' client
+        assert spent.steps > 4 and spent.sample_rate < 1
+    _no_noise(monkeypatch)  # planted in the one mechanism: it reaches the clients and the server
+    broken = mechanism_runs_audit(trainer, model, runs=20_000)
+    assert broken["verdict"] == "contradicted" and broken["epsilon_lower_bound"] > spent.epsilon

@@ -145,8 +145,6 @@ def test_secure_draws_have_the_requested_spread():
     fresh = NoiseSource.fresh()
     draws = fresh.gaussian_(torch.empty(200_000), 1.7)
     assert abs(float(draws.std()) / 1.7 - 1) < 0.01 and abs(float(draws.mean())) < 0.02
-    numpy_draws = fresh.gaussian_np(200_000, 0.3)
-    assert abs(numpy_draws.std() / 0.3 - 1) < 0.01
     assert float(fresh.gaussian_(torch.ones(5), 0.0).abs().sum()) == 0
     with pytest.raises(ValueError):
         fresh.gaussian_(torch.empty(3), -1.0)

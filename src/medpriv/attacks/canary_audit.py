@@ -16,7 +16,7 @@ the distribution-free one-run lower bound ε̂ (`one_run`) and, beside it, a Gau
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from medpriv.privacy.audit.canaries import DiracCanaries
 from medpriv.privacy.audit.gaussian import gaussian_estimate
 from medpriv.privacy.audit.multi_run import Mechanism, MultiRunBound, audit_runs, run_canaries
 from medpriv.privacy.audit.one_run import OneRunBound, audit_one_run
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_CANARIES, MAX_CANARIES = 100, 1000
 # Canaries per training unit. A Dirac canary adds no record: it owns one coordinate of the
@@ -57,7 +60,8 @@ RUNS_THREAT_MODEL = (
     "white-box, many runs: R independent runs of the mechanism this model recorded (σ, q, "
     "steps, C) through the same noise and clipping code, each on the worst-case neighbouring "
     "pair — no record against one Dirac canary of norm 10·C, in with probability ½ — the "
-    "adversary seeing every noisy update"
+    "adversary seeing every noisy update (for fedavg-dp, the client whose patients have the "
+    "largest ε; for fedavg-cdp, the server's noisy aggregates, with canary clients)"
 )
 
 
@@ -184,10 +188,12 @@ def mechanism_runs_audit(
     *,
     runs: int | None = None,
     confidence: float = CONFIDENCE,
-    device: str = "cpu",
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any] | None:
-    """The multi-run audit of the mechanism a model recorded (`medpriv.privacy.audit.multi_run`);
-    None where it does not apply (no such mechanism, the Opacus engine, no claim)."""
+    """The multi-run audit of the mechanism a model recorded (`medpriv.privacy.audit.multi_run`):
+    DP-SGD's step, a fedavg-dp client's (the worst-off patients' site) or DP-FedAvg's aggregate;
+    None where it does not apply (no such mechanism, the Opacus engine, no claim, patients
+    spread over several sites)."""
     spent = model.privacy
     fields = (
         spent.epsilon,
@@ -197,7 +203,8 @@ def mechanism_runs_audit(
         spent.steps,
         spent.clipping_norm,
     )
-    if not getattr(trainer, "mechanism_runs", False) or model.params.get("engine") != "fast":
+    # Opacus draws its noise inside its own optimizer: runs of medpriv's step would not test it
+    if not getattr(trainer, "mechanism_runs", False) or model.params.get("engine") == "opacus":
         return None
     if any(value is None for value in fields) or not spent.noise_multiplier or not spent.steps:
         return None
@@ -222,6 +229,7 @@ def mechanism_runs_audit(
         estimate=estimate,
         steps=mechanism.steps,
         gaussian_estimate=estimate,
+        device=str(device),
     )
 
 

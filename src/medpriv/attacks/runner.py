@@ -189,6 +189,7 @@ class AttackContext:
     say: Progress
     inversion_steps: int = 300
     inversion_trials: int = 2
+    device: str = "auto"  # `medpriv.device`: where the many-runs audit draws its runs
     results: dict[str, AttackResult] = field(default_factory=dict)
     _shadows: ShadowOutputs | None = None
 
@@ -280,6 +281,7 @@ def _audit(ctx: AttackContext) -> dict[str, Any]:
     method."""
     from medpriv.attacks.canary_audit import audit_block, mechanism_runs_audit, white_box_audit
     from medpriv.attacks.input_canaries import black_box_audit
+    from medpriv.device import resolve_device
 
     common = {"splits": ctx.splits, "config": ctx.config, "privacy": ctx.privacy, "seed": ctx.seed}
     white = runs = None
@@ -288,7 +290,7 @@ def _audit(ctx: AttackContext) -> dict[str, Any]:
         white = white_box_audit(ctx.trainer, **common)
     if ctx.trainer.mechanism_runs:
         ctx.say("auditing the mechanism over many runs")
-        runs = mechanism_runs_audit(ctx.trainer, ctx.model)
+        runs = mechanism_runs_audit(ctx.trainer, ctx.model, device=resolve_device(ctx.device))
     ctx.say("auditing the released model with input canaries")
     black = black_box_audit(ctx.trainer, ctx.model, **common)
     return audit_block(white_box=white, black_box=black, white_box_runs=runs)
@@ -365,6 +367,7 @@ def run_attacks(
     progress: Progress | None = None,
     inversion_steps: int = 300,
     inversion_trials: int = 2,
+    device: str = "auto",
 ) -> tuple[dict[str, dict[str, Any]], dict[str, AttackResult]]:
     """(results.json `attacks` block, AttackResults with per-record scores) for one model.
 
@@ -385,6 +388,7 @@ def run_attacks(
         say=progress or (lambda _: None),
         inversion_steps=inversion_steps,
         inversion_trials=inversion_trials,
+        device=device,
     )
     order = {name: i for i, name in enumerate(ALL_ATTACKS)}
     block: dict[str, dict[str, Any]] = {}

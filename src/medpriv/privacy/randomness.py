@@ -106,17 +106,6 @@ class NoiseSource:
         out = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
         return self.gaussian_(out, std)
 
-    def gaussian_np(self, shape: Sequence[int] | int, std: float) -> np.ndarray:
-        """N(0, std²) noise as a float64 NumPy array (secure-mode draw)."""
-        if std < 0:
-            raise ValueError(f"noise standard deviation must be >= 0, got {std}")
-        if std == 0:
-            return np.zeros(shape)
-        if not self.guaranteed:
-            return self._numpy.normal(0.0, std, size=shape)
-        self._numpy.normal(0.0, std)  # discarded
-        return self._numpy.normal(0.0, std, size=(4, *np.atleast_1d(shape))).sum(axis=0) / 2.0
-
     def poisson_mask(
         self, n: int, rate: float, *, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
@@ -142,6 +131,10 @@ class NoiseSource:
     def bernoulli_np(self, n: int, rate: float) -> np.ndarray:
         """n independent coins with P(True) = rate (e.g. accounted client participation)."""
         return self._numpy.random(n) < rate
+
+    def uniform_np(self) -> float:
+        """One uniform draw in [0, 1) (e.g. the hidden number of trials of a private selection)."""
+        return float(self._numpy.random())
 
     def numpy_seed(self) -> int:
         """A seed for a library that takes one (e.g. diffprivlib's `random_state`): drawn from

@@ -124,6 +124,33 @@ def noise_and_canaries_(
     return flat
 
 
+def clipped_noisy_update_sum(
+    updates: torch.Tensor,
+    *,
+    max_norm: float,
+    noise_multiplier: float,
+    noise: NoiseSource,
+    canaries: DiracCanaries | None = None,
+) -> torch.Tensor:
+    """Client-level DP (DP-FedAvg): Σ clip(uᵢ, C) + N(0, (σC)²) over the rows of `updates`
+    (one flattened update per client), clipped and noised by the step's own functions. With
+    `canaries` (the white-box audit's own run only), the sampled canary clients are added to the
+    noise as in `make_fast_dp_step`."""
+    _check_noise(noise_multiplier)
+    if updates.dim() != 2:
+        raise ValueError(f"updates must be a (clients × parameters) matrix, got {updates.shape}")
+    total = noise_and_canaries_(
+        updates.new_empty(updates.shape[1]),
+        std=noise_multiplier * max_norm,
+        max_grad_norm=max_norm,
+        noise=noise,
+        canaries=canaries,
+    )
+    if len(updates):
+        total.add_(_clip_factors(updates.norm(dim=1), max_norm) @ updates)
+    return total
+
+
 def _same_params(plan: _Plan, network: nn.Module) -> bool:
     current = tuple(network.parameters())
     return len(current) == len(plan.params) and all(

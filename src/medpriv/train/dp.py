@@ -29,9 +29,10 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.privacy.step import make_dp_step
 from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.checkpoint import saved_mechanism
-from medpriv.train.dp_recipe import dp_sgd_recipe
+from medpriv.train.dp_recipe import STEPS, dp_sgd_recipe
 from medpriv.train.engine.mlp import finish_scorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.loop import EpochCallback, fit_network
+from medpriv.train.tuning import fit_tuned, one_run
 
 
 @TRAINERS.register("dp-sgd")
@@ -61,6 +62,13 @@ class DPSGDTrainer(Trainer):
         are planted in this run's mechanism and returned in `artifacts["canaries"]`."""
         start = time.perf_counter()
         privacy = privacy or PrivacyConfig()
+        if privacy.tune == "private":
+            if canaries is None:
+                return fit_tuned(self, splits=splits, config=config, privacy=privacy, seed=seed)
+            # the canary run audits one run of the mechanism at the tuned σ
+            privacy = one_run(
+                privacy, n_units=splits.train.n_units, steps=int(config.epochs or STEPS)
+            )
         splits, unit_caveats = apply_unit_policy(splits, privacy, seed)
         caveats = [VALIDATION_CAVEAT, *unit_caveats]
         pre, data = prepare(splits, fit_on="val")

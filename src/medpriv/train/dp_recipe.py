@@ -20,12 +20,17 @@ cohort at about 1,000 and 4,300 training patients (ε = 1 and 8); the decisions 
 validation figures only (the benchmark's test figures were printed once before the last change,
 running every step, which a validation comparison decided).
 Every field the user sets explicitly (--epochs, --batch-size, --lr, --hidden, ...) wins.
+
+fedavg-dp's clients follow the same rule (`fedavg_dp_recipe`): one full-batch DP step per round
+at each site, the model chosen by the noise of the averaged update. Its learning rate was
+compared the same way, on validation patients of the synthetic cohort split by site.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,7 +40,37 @@ from medpriv.privacy.accounting import calibrate_noise, default_delta
 STEPS = 30  # full-batch noisy gradient steps
 LEARNING_RATE = 0.5  # momentum SGD (0.9) on the mean clipped gradient, whose norm is ≤ C
 MAX_NOISE_RATIO = 0.5  # √d·σ/n: the noise's norm in the mean gradient, in units of C
+# fedavg-dp: a client's one full-batch step per round is its whole update, so momentum never
+# builds up; the step is about as large as dp-sgd's effective one (0.5 / (1 − 0.9)).
+FEDERATED_LEARNING_RATE = 3.0
 LADDER: tuple[tuple[int, ...], ...] = (DEFAULT_HIDDEN, (64,), (32,), ())
+
+
+def _full_batch_sigma(
+    epsilon: float | None,
+    delta: float,
+    noise_multiplier: float | None,
+    steps: int,
+    accountant: str,
+) -> float:
+    """σ given, or calibrated to (ε, δ) at q = 1 over `steps` — as the accountant will."""
+    if noise_multiplier is not None:
+        return float(noise_multiplier)
+    if epsilon is None:
+        raise ValueError("the recipe needs a target ε or a noise multiplier")
+    return calibrate_noise(
+        target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=steps, accountant=accountant
+    )
+
+
+def largest_model(
+    in_features: int, *, sigma: float, n_effective: float
+) -> tuple[tuple[int, ...], float]:
+    """(the largest model of `LADDER` whose noise ratio √d·σ/n is at most `MAX_NOISE_RATIO` —
+    the logistic model when none is —, its ratio)."""
+    ratios = {h: math.sqrt(parameter_count(in_features, h)) * sigma / n_effective for h in LADDER}
+    hidden = next((h for h in LADDER if ratios[h] <= MAX_NOISE_RATIO), LADDER[-1])
+    return hidden, ratios[hidden]
 
 
 def parameter_count(in_features: int, hidden: tuple[int, ...], classes: int = 2) -> int:
@@ -87,33 +122,21 @@ def dp_sgd_recipe(
         raise ValueError(f"need n_units >= 1 and in_features >= 1, got {n_units}, {in_features}")
     steps = steps or STEPS
     delta = delta if delta is not None else default_delta(n_units)
-    if noise_multiplier is not None:
-        sigma = float(noise_multiplier)
-    elif epsilon is not None:
-        sigma = calibrate_noise(
-            target_epsilon=epsilon,
-            delta=delta,
-            sample_rate=1.0,
-            steps=steps,
-            accountant=accountant,
-        )
-    else:
-        raise ValueError("the recipe needs a target ε or a noise multiplier")
-    ratios = {h: math.sqrt(parameter_count(in_features, h)) * sigma / n_units for h in LADDER}
-    hidden = next((h for h in LADDER if ratios[h] <= MAX_NOISE_RATIO), LADDER[-1])
+    sigma = _full_batch_sigma(epsilon, delta, noise_multiplier, steps, accountant)
+    hidden, ratio = largest_model(in_features, sigma=sigma, n_effective=n_units)
     given = f"ε = {epsilon:g}" if noise_multiplier is None else f"σ = {sigma:.3g}"
     reason = (
         f"n = {n_units:,}, {given} → full batch (q = 1), {steps} steps, "
-        f"{model_name(hidden)} (noise ratio √d·σ/n = {ratios[hidden]:.2f}; "
+        f"{model_name(hidden)} (noise ratio √d·σ/n = {ratio:.2f}; "
         f"the largest model at most {MAX_NOISE_RATIO:g})"
     )
     if batch_given:
         reason = (
             f"n = {n_units:,}, {given}, batch size set by the user → {model_name(hidden)} "
-            f"(noise ratio √d·σ/n = {ratios[hidden]:.2f} at full batch; the largest model at "
+            f"(noise ratio √d·σ/n = {ratio:.2f} at full batch; the largest model at "
             f"most {MAX_NOISE_RATIO:g})"
         )
-        return PublicRecipe(fields={"hidden": hidden}, reason=reason, noise_ratio=ratios[hidden])
+        return PublicRecipe(fields={"hidden": hidden}, reason=reason, noise_ratio=ratio)
     fields = {
         "batch_size": n_records or n_units,
         "epochs": steps,
@@ -123,4 +146,55 @@ def dp_sgd_recipe(
         # of the whole noisy sequence, which ε covers — not a selection among separate runs)
         "patience": steps,
     }
-    return PublicRecipe(fields=fields, reason=reason, noise_ratio=ratios[hidden])
+    return PublicRecipe(fields=fields, reason=reason, noise_ratio=ratio)
+
+
+def fedavg_dp_recipe(
+    *,
+    sizes: Mapping[str, int],
+    in_features: int,
+    epsilon: float | None,
+    delta: float,
+    noise_multiplier: float | None = None,
+    accountant: str = "prv",
+    rounds: int,
+    clients_per_round: float | None = None,
+    local_steps: int | None = None,
+    batch_given: bool = False,
+) -> PublicRecipe:
+    """The same rule for fedavg-dp's clients (sites of a few hundred to a few thousand
+    patients): every client takes one full-batch DP step per round (q = 1; `local_steps` when the
+    user set the local epochs), so its steps are the rounds and σ is the one calibrated for
+    (ε, δ, q = 1, those steps), as the clients' accountant will. FedAvg weighs client k by n_k/N,
+    so the averaged update carries noise of norm √(d·K)·σ·C/N over K clients of N patients: the
+    model is the largest of `LADDER` whose noise ratio √(d·K)·σ/N is at most `MAX_NOISE_RATIO`
+    (K and N those of a round: every site, or the expected share under a fraction). The sites'
+    sizes are public under fedavg-dp's statement (they set each client's q)."""
+    if not sizes or min(sizes.values()) < 1 or in_features < 1:
+        raise ValueError("the federated recipe needs clients with at least one record each")
+    steps = rounds * (local_steps or 1)
+    sigma = _full_batch_sigma(epsilon, delta, noise_multiplier, steps, accountant)
+    k = min(len(sizes), clients_per_round or len(sizes))
+    n_round = sum(sizes.values()) * k / len(sizes)
+    hidden, ratio = largest_model(in_features, sigma=sigma, n_effective=n_round / math.sqrt(k))
+    given = f"ε = {epsilon:g}" if noise_multiplier is None else f"σ = {sigma:.3g}"
+    where = f"{len(sizes)} sites of {min(sizes.values()):,} to {max(sizes.values()):,} patients"
+    ratio_text = f"noise ratio √(d·K)·σ/N = {ratio:.2f}; the largest model at most"
+    if batch_given:
+        reason = (
+            f"{where}, {given}, batch size set by the user → {model_name(hidden)} "
+            f"({ratio_text} {MAX_NOISE_RATIO:g} at full batch)"
+        )
+        return PublicRecipe(fields={"hidden": hidden}, reason=reason, noise_ratio=ratio)
+    reason = (
+        f"{where}, {given} → every client full batch (q = 1), {local_steps or 1} step(s) per "
+        f"round, {steps} steps over {rounds} rounds, {model_name(hidden)} "
+        f"({ratio_text} {MAX_NOISE_RATIO:g})"
+    )
+    fields = {
+        "batch_size": max(sizes.values()),
+        "epochs": local_steps or 1,
+        "lr": FEDERATED_LEARNING_RATE,
+        "hidden": hidden,
+    }
+    return PublicRecipe(fields=fields, reason=reason, noise_ratio=ratio)

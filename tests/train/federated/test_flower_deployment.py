@@ -85,9 +85,11 @@ def _in_process(job: FederatedJob) -> tuple[list[np.ndarray], float | None]:
         for site in SITES
     }
     sizes = {site: len(c.x) for site, c in clients.items()}
-    recipe, strategy, _, min_clients, participation = plan_method(job, RECIPE, sizes)
+    recipe, strategy, _, min_clients, participation = plan_method(
+        job, RECIPE, sizes, in_features=x_val.shape[1]
+    )
     start = initial_weights(
-        x_val.shape[1], RECIPE.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
+        x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
     )
     weights = run_rounds(
         clients,

@@ -14,7 +14,7 @@ from medpriv.models import MLP
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.train.federated.client import ClientUpdate, LocalClient, LocalRecipe, client_seed
 from medpriv.train.federated.policy import ClientRefusal
-from medpriv.train.federated.server import evaluate_weights, finish_round, select_clients
+from medpriv.train.federated.rounds import Federation, RoundPlan, drive
 from medpriv.train.federated.strategy import Strategy
 from medpriv.train.federated.weights import Weights, get_weights
 
@@ -54,6 +54,48 @@ def initial_weights(
     return get_weights(network)
 
 
+class LocalPool:
+    """The in-process `ClientPool`: every client in this process, one after another. A client
+    whose training raises is recorded as failed for that round (with the error), one whose
+    policy refuses the recipe as refused (with its reason); the round goes on with the
+    others."""
+
+    def __init__(self, clients: ClientData, *, seed: int) -> None:
+        self.clients = {
+            name: c if isinstance(c, LocalClient) else LocalClient(name, *c)
+            for name, c in clients.items()
+        }
+        self.seed = seed
+
+    def names(self) -> list[str]:
+        return list(self.clients)
+
+    def collect(
+        self,
+        chosen: list[str],
+        weights: Weights,
+        recipe: LocalRecipe,
+        *,
+        round_number: int,
+        rounds: int,
+    ) -> dict[str, ClientUpdate | str]:
+        replies: dict[str, ClientUpdate | str] = {}
+        for name in chosen:
+            try:
+                replies[name] = self.clients[name].fit(
+                    weights,
+                    recipe,
+                    round_number=round_number,
+                    seed=client_seed(self.seed, round_number, name),
+                    rounds_left=rounds - round_number + 1,
+                )
+            except ClientRefusal as exc:
+                replies[name] = f"refused: {exc}"
+            except Exception as exc:  # one failing hospital must not end the federation
+                replies[name] = f"failed: {type(exc).__name__}: {exc}"
+        return replies
+
+
 def run_rounds(
     clients: ClientData,
     weights: Weights,
@@ -65,56 +107,28 @@ def run_rounds(
     min_clients: int,
     seed: int,
     validation: tuple[np.ndarray, np.ndarray],
-    start_round: int = 1,
     on_round: RoundCallback | None = None,
     participation: NoiseSource | None = None,
-    quiet: bool = False,
 ) -> Weights:
-    """Rounds `start_round`..`rounds`; `on_round(round, weights, record)` after each one.
-
-    A client whose training raises is recorded as dropped for that round (with the error), one
-    whose policy refuses the recipe as refused (with its reason), and the round goes on with the
-    others. `participation`: each client joins a round independently with probability
-    `fraction`, drawn from this source (client-level DP); `quiet`: log nothing about who took
-    part.
-    """
-    x_val, y_val = validation
-    pool = {
-        name: c if isinstance(c, LocalClient) else LocalClient(name, *c)
-        for name, c in clients.items()
-    }
-    for round_number in range(start_round, rounds + 1):
-        chosen = select_clients(
-            list(pool),
-            fraction=fraction,
-            min_clients=min_clients,
-            seed=seed,
-            round_number=round_number,
-            participation=participation,
-        )
-        replies: dict[str, ClientUpdate | str] = {}
-        for name in chosen:
-            try:
-                replies[name] = pool[name].fit(
-                    weights,
-                    recipe,
-                    round_number=round_number,
-                    seed=client_seed(seed, round_number, name),
-                    rounds_left=rounds - round_number + 1,
-                )
-            except ClientRefusal as exc:
-                replies[name] = f"refused: {exc}"
-            except Exception as exc:  # one failing hospital must not end the federation
-                replies[name] = f"failed: {type(exc).__name__}: {exc}"
-        weights, record = finish_round(
-            strategy,
-            weights,
-            replies,
-            round_number=round_number,
-            min_clients=min_clients,
-            quiet=quiet,
-        )
-        record.update(evaluate_weights(weights, recipe.hidden, x_val, y_val))
-        if on_round is not None:
-            on_round(round_number, weights, record)
-    return weights
+    """A federation without an accountant from round 1 through the one round driver
+    (`medpriv.train.federated.rounds.drive`); `on_round(round, weights, record)` after each
+    round. Returns the last global weights."""
+    plan = RoundPlan(
+        recipe=recipe,
+        strategy=strategy,
+        rounds=rounds,
+        fraction=fraction,
+        min_clients=min_clients,
+        seed=seed,
+        participation=participation,
+    )
+    federation = drive(
+        LocalPool(clients, seed=seed),
+        Federation.start(weights),
+        plan,
+        validation=validation,
+        on_round=None
+        if on_round is None
+        else lambda number, state, record: on_round(number, state.weights, record),
+    )
+    return federation.weights

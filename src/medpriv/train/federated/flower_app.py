@@ -1,12 +1,12 @@
-"""The Flower ServerApp, over the same aggregation code as the in-process engine
-(`medpriv.train.federated.server`); its ClientApp is `medpriv.train.federated.flower_client`.
+"""The Flower ServerApp, over the same round driver as the in-process engine
+(`medpriv.train.federated.rounds.drive`); its ClientApp is `medpriv.train.federated.flower_client`.
 
 The ServerApp reads a `FederatedJob` (path in the run config, key `job`), asks every SuperNode
-which site it is and how many training records it holds, then runs the rounds with its own
-push/pull loop: selection, TRAIN messages (weights as an ArrayRecord; recipe, round, planned
-rounds and preprocessing as a ConfigRecord, plus a per-client seed for plain rounds only),
-replies checked and aggregated, the global model validated on the coordinator's patients and
-checkpointed after every round. A node that errs, refuses (its privacy policy forbids the
+which site it is and how many training records it holds, then runs the rounds through the one
+round driver with a `GridPool`: TRAIN messages (weights as an ArrayRecord; recipe, round,
+planned rounds and preprocessing as a ConfigRecord, plus a per-client seed for plain rounds
+only), replies checked and aggregated, the global model validated on the coordinator's patients
+and checkpointed after every round. A node that errs, refuses (its privacy policy forbids the
 recipe) or does not answer in time is recorded as dropped for that round, with the reason.
 Outputs land in the job's `out` folder: final.npz, best.npz, history.json, checkpoint.pt and
 done.json.
@@ -52,18 +52,15 @@ from medpriv.train.federated.private import (
     ClientLevelAccountant,
     SampleLevelAccountant,
     refusal_caveats,
+    with_client_rule,
 )
-from medpriv.train.federated.secagg import SecAggSettings, secure_round
+from medpriv.train.federated.rounds import Federation, RoundPlan, drive
+from medpriv.train.federated.secagg import SecAggSettings, SecureRound, secure_round
 from medpriv.train.federated.server import (
-    best_of,
-    better_round,
-    evaluate_weights,
-    finish_round,
-    finish_secure_round,
+    clients_per_round,
     load_federation,
     report_from_metrics,
     save_federation,
-    select_clients,
 )
 from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights
@@ -119,12 +116,15 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         "private": job.method == "fedavg-dp",  # DP clients keep one record per unit
     }
     sites, sizes = _discover(grid, job, shared)
-    recipe, strategy, accountant, min_clients, participation = plan_method(job, recipe, sizes)
-    hidden = isinstance(accountant, ClientLevelAccountant) and accountant.hidden
-    weights = initial_weights(
-        x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
+    recipe, strategy, accountant, min_clients, participation = plan_method(
+        job, recipe, sizes, in_features=x_val.shape[1]
     )
-    best, history = weights, []
+    hidden = isinstance(accountant, ClientLevelAccountant) and accountant.hidden
+    federation = Federation.start(
+        initial_weights(
+            x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
+        )
+    )
     checkpoint = out / "checkpoint.pt"
     # What a resume must match (not the sites: a restarted run may have lost a hospital).
     meta = {
@@ -135,61 +135,18 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
     }
     if job.resume and checkpoint.exists():
         weights, best, history, _ = load_federation(checkpoint, strategy=strategy, meta=meta)
+        federation = Federation(weights=weights, best=best, history=history)
         for record in history if accountant is not None else []:
             accountant.after_round(record, report=False)
-    best_record = best_of(history)
-    for round_number in range(len(history) + 1, job.rounds + 1):
-        chosen = select_clients(
-            list(sites),
-            fraction=job.fraction,
-            min_clients=min_clients,
-            seed=job.seed,
-            round_number=round_number,
-            participation=participation,
-        )
-        config = {
-            **shared,
-            **recipe.to_config(),
-            "round": round_number,
-            "planned-rounds": job.rounds,
-        }
-        if job.secagg:
-            weights, record = _secure_round(
-                grid,
-                job,
-                strategy,
-                sites,
-                sizes,
-                chosen,
-                weights,
-                config,
-                round_number,
-                min_clients,
-            )
-        else:
-            replies = _train_round(grid, job, sites, chosen, weights, config, round_number)
-            weights, record = finish_round(
-                strategy,
-                weights,
-                replies,
-                round_number=round_number,
-                min_clients=min_clients,
-                quiet=hidden,
-            )
-        record = {
-            "epoch": round_number,
-            **record,
-            **evaluate_weights(weights, recipe.hidden, x_val, y_val),
-        }
-        if accountant is not None:
-            record.update(accountant.after_round(record))
-        if isinstance(accountant, ClientLevelAccountant):
-            record = accountant.redact(record)
-        if better_round(record, best_record):
-            best, best_record = weights, record
-        history.append(record)
+
+    def after_round(round_number: int, state: Federation, record: dict) -> None:
         save_federation(
-            checkpoint, weights=weights, best=best, history=history, strategy=strategy, meta=meta
+            checkpoint,
+            weights=state.weights,
+            best=state.best,
+            history=state.history,
+            strategy=strategy,
+            meta=meta,
         )
         who = (
             "participants withheld"
@@ -203,8 +160,27 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         for site, reason in sorted((record.get("dropped") or {}).items()):
             if reason.startswith("refused"):
                 print(f"[medpriv]   {printable(site)} {printable(reason)}", flush=True)
-    np.savez(out / "final.npz", *weights)
-    np.savez(out / "best.npz", *best)
+
+    drive(
+        GridPool(grid, job, sites=sites, sizes=sizes, shared=shared),
+        federation,
+        RoundPlan(
+            recipe=recipe,
+            strategy=strategy,
+            rounds=job.rounds,
+            fraction=job.fraction,
+            min_clients=min_clients,
+            seed=job.seed,
+            accountant=accountant,
+            participation=participation,
+            quiet=hidden,
+        ),
+        validation=(x_val, y_val),
+        on_round=after_round,
+    )
+    history = federation.history
+    np.savez(out / "final.npz", *federation.weights)
+    np.savez(out / "best.npz", *federation.best)
     (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
     privacy = (
         accountant.spent([VALIDATION_CAVEAT, *refusal_caveats(history)]).to_dict()
@@ -225,8 +201,81 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
     )
 
 
+class GridPool:
+    """The Flower `ClientPool`: the SuperNodes reached through the Grid, one per site. TRAIN
+    messages carry the weights (an ArrayRecord) and the recipe, round and preprocessing (a
+    ConfigRecord, plus a per-client seed for plain rounds only); a node that is not connected,
+    errs, refuses or does not answer in time is recorded with the reason. With `job.secagg`
+    a round goes through SecAgg+ and only the aggregate comes back."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        job: FederatedJob,
+        *,
+        sites: dict[str, int],
+        sizes: dict[str, int],
+        shared: dict,
+    ) -> None:
+        self.grid, self.job, self.sites, self.sizes, self.shared = grid, job, sites, sizes, shared
+
+    def names(self) -> list[str]:
+        return list(self.sites)
+
+    def collect(
+        self,
+        chosen: list[str],
+        weights: Weights,
+        recipe: LocalRecipe,
+        *,
+        round_number: int,
+        rounds: int,
+    ) -> dict[str, ClientUpdate | str] | SecureRound:
+        config = {
+            **self.shared,
+            **recipe.to_config(),
+            "round": round_number,
+            "planned-rounds": rounds,
+        }
+        if self.job.secagg:
+            return self._secure(chosen, weights, config, round_number)
+        return _train_round(self.grid, self.job, self.sites, chosen, weights, config, round_number)
+
+    def _secure(
+        self, chosen: list[str], weights: Weights, config: dict, round_number: int
+    ) -> SecureRound:
+        """A round under SecAgg+ (the coordinator sees the aggregate only)."""
+        job = self.job
+        settings = SecAggSettings(shares=job.secagg_shares, threshold=job.secagg_threshold)
+        connected = set(self.grid.get_node_ids())
+        reachable = [site for site in chosen if self.sites[site] in connected]
+        fit_configs = {
+            site: {
+                **config,
+                **_plain_seed(config, job, round_number, site),
+                "secagg-clip": settings.clipping_range,
+            }
+            for site in reachable
+        }
+        outcome = secure_round(
+            self.grid,
+            nodes=self.sites,
+            fit_configs=fit_configs,
+            weights=weights,
+            sizes=self.sizes,
+            round_number=round_number,
+            timeout=job.round_timeout,
+            poll=job.poll_interval,
+            settings=settings,
+        )
+        outcome.dropped.update(
+            {site: "node not connected" for site in chosen if site not in reachable}
+        )
+        return outcome
+
+
 def plan_method(
-    job: FederatedJob, recipe: LocalRecipe, sizes: dict[str, int]
+    job: FederatedJob, recipe: LocalRecipe, sizes: dict[str, int], *, in_features: int
 ) -> tuple[
     LocalRecipe,
     Strategy,
@@ -239,6 +288,18 @@ def plan_method(
     fedavg-dp's accountant takes the clients' own ε reports; fedavg-cdp's noise source is the
     coordinator's, fresh (replayable only if the job's privacy asks for reproducible noise)."""
     if job.method == "fedavg-dp":
+        recipe, _ = with_client_rule(
+            recipe,
+            sizes,
+            in_features=in_features,
+            privacy=job.privacy_config(),
+            rounds=job.rounds,
+            per_round=clients_per_round(
+                len(sizes), fraction=job.fraction, min_clients=job.min_clients
+            ),
+            n_units=sum(sizes.values()),
+            unset=frozenset(job.rule_fields),
+        )
         accountant = SampleLevelAccountant(
             sizes=sizes,
             recipe=recipe,
@@ -271,47 +332,6 @@ def plan_method(
         None,
         job.min_clients,
         None,
-    )
-
-
-def _secure_round(
-    grid: Grid,
-    job: FederatedJob,
-    strategy: Strategy,
-    sites: dict[str, int],
-    sizes: dict[str, int],
-    chosen: list[str],
-    weights: Weights,
-    config: dict,
-    round_number: int,
-    min_clients: int,
-) -> tuple[Weights, dict]:
-    """A round under SecAgg+ (the coordinator sees the aggregate only)."""
-    settings = SecAggSettings(shares=job.secagg_shares, threshold=job.secagg_threshold)
-    connected = set(grid.get_node_ids())
-    reachable = [site for site in chosen if sites[site] in connected]
-    fit_configs = {
-        site: {
-            **config,
-            **_plain_seed(config, job, round_number, site),
-            "secagg-clip": settings.clipping_range,
-        }
-        for site in reachable
-    }
-    outcome = secure_round(
-        grid,
-        nodes=sites,
-        fit_configs=fit_configs,
-        weights=weights,
-        sizes=sizes,
-        round_number=round_number,
-        timeout=job.round_timeout,
-        poll=job.poll_interval,
-        settings=settings,
-    )
-    outcome.dropped.update({site: "node not connected" for site in chosen if site not in reachable})
-    return finish_secure_round(
-        strategy, weights, outcome, round_number=round_number, min_clients=min_clients
     )
 
 

@@ -60,6 +60,9 @@ class FederatedJob:
     secagg_threshold: float = 0.67  # SecAggSettings.threshold
     # fedavg-cdp: write each round's participants to the history; ε then uses q = 1
     publish_participants: bool = False
+    # fedavg-dp: the training fields the user left to the method, which the client rule sets
+    # once the sites' sizes are known (`medpriv.train.federated.private.with_client_rule`)
+    rule_fields: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.secagg and self.method == "fedavg-cdp":
@@ -114,6 +117,9 @@ def job_from_config(
     }
     if method not in recipes:
         raise ConfigError(f"unknown federated method {method!r}; valid: {', '.join(recipes)}")
+    from medpriv.train.federated.private import RULE_FIELDS
+
+    unset = [key for key in RULE_FIELDS if getattr(config.train, key) is None]
     fed, train = config.federated, config.train.resolved(recipes[method])
     recipe = LocalRecipe.from_train_config(train)
     if fed.strategy == "fedprox":
@@ -134,6 +140,7 @@ def job_from_config(
         method=method,
         privacy=asdict(config.privacy) if method != "fedavg" else None,
         secagg=secagg,
+        rule_fields=unset if method == "fedavg-dp" else [],
     )
 
 

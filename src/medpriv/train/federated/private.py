@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -34,6 +34,7 @@ from medpriv.privacy.accounting import (
 )
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.statement import PrivacySpent
+from medpriv.train.dp_recipe import fedavg_dp_recipe
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.policy import ClientPolicy, PrivacyLedger, composed_epsilon
 from medpriv.train.federated.strategy import DPFedAvg
@@ -75,6 +76,40 @@ def _validation(unit: str) -> str:
         f"validation {unit}s held by the coordinator (preprocessing statistics, initial output "
         "bias, choice of the best round, calibration)"
     )
+
+
+RULE_FIELDS = ("batch_size", "epochs", "lr", "hidden")  # what the client rule may set
+
+
+def with_client_rule(
+    recipe: LocalRecipe,
+    sizes: Mapping[str, int],
+    *,
+    in_features: int,
+    privacy: PrivacyConfig,
+    rounds: int,
+    per_round: int,
+    n_units: int,
+    unset: Collection[str],
+) -> tuple[LocalRecipe, dict[str, Any]]:
+    """fedavg-dp's client recipe from public quantities (`medpriv.train.dp_recipe`), the same
+    in process and on Flower: the rule's fields where the user left them unset (`unset`), and
+    the record of the rule for results.json ({fields, reason, noise_ratio, set_by_user})."""
+    rule = fedavg_dp_recipe(
+        sizes=sizes,
+        in_features=in_features,
+        epsilon=privacy.target_epsilon,
+        delta=privacy.delta if privacy.delta is not None else default_delta(n_units),
+        noise_multiplier=privacy.noise_multiplier,
+        accountant=privacy.accountant,
+        rounds=rounds,
+        clients_per_round=per_round,
+        local_steps=None if "epochs" in unset else recipe.epochs,
+        batch_given="batch_size" not in unset,
+    )
+    chosen = {key: value for key, value in rule.fields.items() if key in unset}
+    record = {**rule.to_dict(), "set_by_user": sorted(set(rule.fields) - set(chosen))}
+    return dataclasses.replace(recipe, **chosen), record
 
 
 @dataclass
@@ -264,8 +299,8 @@ class SampleLevelAccountant:
             noise=self._noise(),
             caveats=(*caveats, *extra),
             public=(
-                f"each client's number of training {unit}s, which sets its sampling rate q and "
-                "its FedAvg weight",
+                f"each client's number of training {unit}s, which sets its sampling rate q, its "
+                "FedAvg weight and the clients' recipe (batch size, model)",
                 f"the number of training {unit}s ({self.n_units:,}), which sets δ",
             ),
             trusts=trusts,

@@ -29,6 +29,11 @@ if TYPE_CHECKING:  # Flower is imported only where SecAgg+ runs
 log = logging.getLogger(__name__)
 
 
+def clients_per_round(n_clients: int, *, fraction: float, min_clients: int) -> int:
+    """max(min_clients, ⌈fraction·N⌉), at most N: the clients a round asks for."""
+    return min(n_clients, max(min_clients, math.ceil(fraction * n_clients)))
+
+
 def select_clients(
     names: Sequence[str],
     *,
@@ -47,7 +52,7 @@ def select_clients(
         joins = participation.bernoulli_np(len(pool), fraction)
         return [name for name, joined in zip(pool, joins, strict=True) if joined]
     rng = np.random.default_rng([seed, round_number])
-    k = min(len(pool), max(min_clients, math.ceil(fraction * len(pool))))
+    k = clients_per_round(len(pool), fraction=fraction, min_clients=min_clients)
     return sorted(rng.choice(np.array(pool, dtype=object), size=k, replace=False).tolist())
 
 

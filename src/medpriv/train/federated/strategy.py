@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from medpriv.privacy.randomness import NoiseSource
+from medpriv.privacy.step import clipped_noisy_update_sum
 from medpriv.train.federated.client import ClientUpdate
 from medpriv.train.federated.weights import Weights, weighted_mean
 
@@ -84,11 +85,6 @@ class FedAdam:
         self._v = [np.asarray(state[f"v{i}"], dtype=np.float64) for i in range(n)]
 
 
-def update_clip_factors(norms: Any, clip: float) -> Any:
-    """min(1, clip / norm) per client update (numpy or torch norms): the one client-level clip."""
-    return (clip / (norms + 1e-12)).clip(max=1.0)
-
-
 @dataclass
 class DPFedAvg:
     """Client-level DP (DP-FedAvg, McMahan et al. 2018): each client's update Δᵢ = wᵢ − w is
@@ -108,32 +104,21 @@ class DPFedAvg:
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         self.rounds_done += 1
-        total = [np.zeros(g.shape, dtype=np.float64) for g in global_weights]
-        for update in updates:
-            delta = [
-                np.asarray(w, np.float64) - g
-                for w, g in zip(update.weights, global_weights, strict=True)
-            ]
-            norm = np.float64(np.sqrt(sum(np.square(d).sum() for d in delta)))
-            factor = float(update_clip_factors(norm, self.clip))
-            for acc, d in zip(total, delta, strict=True):
-                acc += factor * d
-        std = self.noise_multiplier * self.clip
-        noise = [self.noise.gaussian_np(g.shape, std) for g in global_weights]
-        if self.canaries is not None:
-            noise = self._with_canaries(noise)
+        start = _flat(global_weights)
+        deltas = torch.stack([_flat(u.weights) - start for u in updates]) if updates else None
+        total = clipped_noisy_update_sum(
+            start.new_empty((0, start.numel())) if deltas is None else deltas,
+            max_norm=self.clip,
+            noise_multiplier=self.noise_multiplier,
+            noise=self.noise,
+            canaries=self.canaries,
+        )
+        flat = (start + total / self.expected_clients).numpy()
+        parts = np.split(flat, np.cumsum([g.size for g in global_weights])[:-1])
         return [
-            (g + (acc + n) / self.expected_clients).astype(np.float32)
-            for g, acc, n in zip(global_weights, total, noise, strict=True)
+            part.reshape(np.shape(g)).astype(np.float32)
+            for part, g in zip(parts, global_weights, strict=True)
         ]
-
-    def _with_canaries(self, noise: list[np.ndarray]) -> list[np.ndarray]:
-        """The sampled canary clients' clipped updates added to the noise (before the real
-        clients' sum: the white-box adversary knows every other client)."""
-        flat = torch.from_numpy(np.concatenate([n.ravel() for n in noise]))
-        self.canaries.inject_(flat, lambda norms: update_clip_factors(norms, self.clip))
-        parts = np.split(flat.numpy(), np.cumsum([n.size for n in noise])[:-1])
-        return [part.reshape(n.shape) for part, n in zip(parts, noise, strict=True)]
 
     def state(self) -> dict[str, np.ndarray]:
         return {"rounds_done": np.asarray(self.rounds_done)}
@@ -143,6 +128,11 @@ class DPFedAvg:
 
 
 Strategy = FedAvg | FedAdam | DPFedAvg
+
+
+def _flat(weights: Weights) -> torch.Tensor:
+    """All arrays of a model as one float64 vector."""
+    return torch.from_numpy(np.concatenate([np.asarray(w, np.float64).ravel() for w in weights]))
 
 
 def _mean(updates: Sequence[ClientUpdate]) -> Weights:

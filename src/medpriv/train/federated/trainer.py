@@ -36,17 +36,20 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.engine.mlp import finish_scorer, prepare
 from medpriv.train.federated.client import LocalClient, LocalRecipe
-from medpriv.train.federated.engine import check_enough_clients, initial_weights, run_rounds
+from medpriv.train.federated.engine import LocalPool, check_enough_clients, initial_weights
 from medpriv.train.federated.policy import ClientPolicy, PrivacyLedger
 from medpriv.train.federated.private import (
+    RULE_FIELDS,
     ClientLevelAccountant,
     SampleLevelAccountant,
     refusal_caveats,
     unit_site_groups,
+    with_client_rule,
 )
+from medpriv.train.federated.rounds import Federation, RoundPlan, drive
 from medpriv.train.federated.server import (
     best_of,
-    better_round,
+    clients_per_round,
     load_federation,
     save_federation,
 )
@@ -71,6 +74,7 @@ class _Plan:
     accountant: SampleLevelAccountant | ClientLevelAccountant | None = None
     policy: ClientPolicy | None = None
     ledgers: dict[str, PrivacyLedger] | None = None
+    rule: dict[str, Any] | None = None  # fedavg-dp: the client rule's record (params.recipe)
 
     @property
     def hidden(self) -> bool:
@@ -127,7 +131,10 @@ class FedAvgTrainer(Trainer):
         unit: str,
         seed: int,
         units: dict[str, Any],
+        in_features: int,
+        unset: frozenset[str],
     ) -> _Plan:
+        """The plan; `unset` are the TrainConfig fields the user left to the method."""
         fed = self.federated
         if fed.strategy == "fedprox":
             recipe = dataclasses.replace(recipe, proximal_mu=fed.proximal_mu)
@@ -162,6 +169,7 @@ class FedAvgTrainer(Trainer):
         factory's canaries are planted in the private mechanism (`_plant`) and returned in
         `artifacts["canaries"]`."""
         start = time.perf_counter()
+        unset = frozenset(key for key in RULE_FIELDS if getattr(config, key) is None)
         fed, config = self.federated, config.resolved(self.recipe)
         caveats: list[str] = []
         if self.private:
@@ -188,6 +196,8 @@ class FedAvgTrainer(Trainer):
             unit=splits.train.unit_name,
             seed=seed,
             units={name: splits.train.unit_ids[rows] for name, rows in parts.clients.items()},
+            in_features=x_train.shape[1],
+            unset=unset,
         )
         recipe, strategy, accountant = plan.recipe, plan.strategy, plan.accountant
         ledgers = plan.ledgers or {}
@@ -218,35 +228,27 @@ class FedAvgTrainer(Trainer):
             "fraction": fed.fraction,
             "min_clients": plan.min_clients,
         }
-        weights = _initial(data.x_train.shape[1], config, seed, data.y_val)
-        best, history = weights, []
+        federation = Federation.start(
+            _initial(data.x_train.shape[1], recipe.hidden, seed, data.y_val)
+        )
         if resume and checkpoint is not None and Path(checkpoint).exists():
             weights, best, history, saved = load_federation(
                 Path(checkpoint), strategy=strategy, meta=meta
             )
+            federation = Federation(weights=weights, best=best, history=history)
             for name, text in saved.items():  # the simulated clients' own ledgers
                 if name in ledgers:
                     ledgers[name].entries[:] = PrivacyLedger.from_json(text).entries
             for record in history if accountant is not None else []:
                 accountant.after_round(record, report=False)
-        best_record = best_of(history)
 
-        def after_round(round_number: int, new: Weights, record: dict[str, Any]) -> None:
-            nonlocal best, best_record
-            record = {"epoch": round_number, **record}
-            if accountant is not None:
-                record.update(accountant.after_round(record, report=self.epsilon_each_round))
-            if isinstance(accountant, ClientLevelAccountant):
-                record = accountant.redact(record)
-            if better_round(record, best_record):
-                best, best_record = new, record
-            history.append(record)
+        def after_round(round_number: int, state: Federation, record: dict[str, Any]) -> None:
             if checkpoint is not None:
                 save_federation(
                     Path(checkpoint),
-                    weights=new,
-                    best=best,
-                    history=history,
+                    weights=state.weights,
+                    best=state.best,
+                    history=state.history,
                     strategy=strategy,
                     meta=meta,
                     ledgers={name: ledger.to_json() for name, ledger in ledgers.items()},
@@ -254,21 +256,26 @@ class FedAvgTrainer(Trainer):
             if on_epoch is not None:
                 on_epoch(round_number, record)
 
-        run_rounds(
-            clients,
-            weights,
-            recipe=recipe,
-            strategy=strategy,
-            rounds=fed.rounds,
-            fraction=fed.fraction,
-            min_clients=plan.min_clients,
-            seed=seed,
+        drive(
+            LocalPool(clients, seed=seed),
+            federation,
+            RoundPlan(
+                recipe=recipe,
+                strategy=strategy,
+                rounds=fed.rounds,
+                fraction=fed.fraction,
+                min_clients=plan.min_clients,
+                seed=seed,
+                accountant=accountant,
+                participation=plan.participation,
+                quiet=plan.hidden,
+                report_epsilon=self.epsilon_each_round,
+            ),
             validation=(data.x_val.numpy(), data.y_val.numpy()),
-            start_round=len(history) + 1,
             on_round=after_round,
-            participation=plan.participation,
-            quiet=plan.hidden,
         )
+        best, history = federation.best, federation.history
+        best_record = best_of(history)
         network = MLP(data.x_train.shape[1], recipe.hidden)
         set_weights(network, best)
         scorer, calibration = finish_scorer(network, data, calibrate=bool(config.calibrate))
@@ -302,6 +309,8 @@ class FedAvgTrainer(Trainer):
             "preprocessing": "fitted on the coordinator's validation patients",
             "calibration": calibration,
         }
+        if plan.rule is not None:
+            params["recipe"] = plan.rule
         if isinstance(accountant, SampleLevelAccountant):
             params["noise_multiplier"] = accountant.sigma
             params["client_epsilon"] = accountant.client_epsilons()
@@ -353,6 +362,7 @@ class FedAvgDPTrainer(FedAvgTrainer):
     recipe = FEDAVG_DP_RECIPE
     private = True
     gradient_canaries = True
+    mechanism_runs = True
 
     def _plant(self, canaries, plan, clients, *, parameters, seed):  # type: ignore[override]
         """Canaries join every local step of one client: the smallest, whose sampling rate
@@ -369,7 +379,20 @@ class FedAvgDPTrainer(FedAvgTrainer):
         )
         return clients[name].canaries, name
 
-    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units):  # type: ignore[override]
+    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units, in_features, unset):  # type: ignore[override]
+        fed = self.federated
+        recipe, rule = with_client_rule(
+            recipe,
+            sizes,
+            in_features=in_features,
+            privacy=privacy,
+            rounds=fed.rounds,
+            per_round=clients_per_round(
+                len(sizes), fraction=fed.fraction, min_clients=fed.min_clients
+            ),
+            n_units=n_units,
+            unset=unset,
+        )
         reproducible = bool(privacy.reproducible_noise or self.attacker_simulation)
         ledgers = {name: PrivacyLedger() for name in sizes}
         accountant = SampleLevelAccountant(
@@ -390,6 +413,7 @@ class FedAvgDPTrainer(FedAvgTrainer):
             accountant=accountant,
             policy=accountant.client_policy(seed=seed, reproducible=reproducible),
             ledgers=ledgers,
+            rule=rule,
         )
 
 
@@ -404,6 +428,7 @@ class FedAvgCDPTrainer(FedAvgTrainer):
     recipe = FEDAVG_CDP_RECIPE
     private = True
     gradient_canaries = True
+    mechanism_runs = True
 
     def _plant(self, canaries, plan, clients, *, parameters, seed):  # type: ignore[override]
         """Canary clients: each a Dirac update of norm 10·C on its own coordinate, taking part
@@ -420,7 +445,7 @@ class FedAvgCDPTrainer(FedAvgTrainer):
         )
         return strategy.canaries, None
 
-    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units):  # type: ignore[override]
+    def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units, **_):  # type: ignore[override]
         noise = NoiseSource.for_run(
             reproducible=bool(privacy.reproducible_noise or self.attacker_simulation), seed=seed
         )
@@ -440,7 +465,7 @@ class FedAvgCDPTrainer(FedAvgTrainer):
         )
 
 
-def _initial(in_features: int, config: TrainConfig, seed: int, y_val: torch.Tensor) -> Weights:
+def _initial(in_features: int, hidden: tuple[int, ...], seed: int, y_val: torch.Tensor) -> Weights:
     """Round-0 weights: seeded, output bias at the validation prior."""
     rate = float(y_val.float().mean())
-    return initial_weights(in_features, config.hidden, seed=seed, positive_rate=rate)
+    return initial_weights(in_features, hidden, seed=seed, positive_rate=rate)

@@ -1,0 +1,164 @@
+"""Both engines run their rounds through the one round driver (`rounds.drive`): the in-process
+`LocalPool` and the Flower `GridPool`. Conformance: the Flower ServerApp, driven over an
+in-memory Grid whose nodes answer with the real ClientApp (the same message encoding as a
+deployment, without processes), ends on the same weights and the same round records as the
+in-process trainer's pool on the same data and seeds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from uuid import uuid4
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message, RecordDict
+
+import medpriv.train.federated.flower_app as flower_app
+import medpriv.train.federated.rounds as rounds
+import medpriv.train.federated.trainer as trainer_module
+from medpriv.config import DataConfig, FederatedConfig, SplitConfig, TrainConfig
+from medpriv.data.splits import split_by_unit
+from medpriv.train.base import get_trainer
+from medpriv.train.federated.client import LocalClient, LocalRecipe
+from medpriv.train.federated.engine import LocalPool, initial_weights
+from medpriv.train.federated.flower_client import client_app
+from medpriv.train.federated.job import FederatedJob, client_arrays
+from medpriv.train.federated.strategy import make_strategy
+from tests.conftest import make_toy_dataset
+
+SPEC = "synthetic:1500"
+SITES = ("CCU", "MICU", "SICU")
+RECIPE = LocalRecipe(hidden=(16,), epochs=1, batch_size=64, lr=0.05)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a Flower process sets at start-up (messages carry the run's id)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+class InMemoryGrid:
+    """The part of Flower's Grid the ServerApp uses; each node answers with the real ClientApp
+    (message ids as Flower's own InMemoryGrid sets them)."""
+
+    def __init__(self, node_configs: dict[int, dict]) -> None:
+        self.contexts = {
+            node: Context(
+                run_id=1, node_id=node, node_config=config, state=RecordDict(), run_config={}
+            )
+            for node, config in node_configs.items()
+        }
+        self.replies: dict[str, Message] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = str(uuid4())
+            reply = client_app(message, self.contexts[message.metadata.dst_node_id])
+            self.replies[message.metadata.message_id] = reply
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids: list[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in ids if i in self.replies]
+
+
+def _job(out: Path) -> FederatedJob:
+    return FederatedJob(
+        data=asdict(DataConfig(spec=SPEC)),
+        split=asdict(SplitConfig()),
+        seed=0,
+        recipe=RECIPE.to_config(),
+        strategy="fedavg",
+        rounds=2,
+        fraction=1.0,
+        min_clients=2,
+        out=str(out),
+        expected_clients=len(SITES),
+        poll_interval=0.0,
+    )
+
+
+def test_the_flower_server_and_the_in_process_pool_give_the_same_federation(tmp_path):
+    job = _job(tmp_path / "flower")
+    grid = InMemoryGrid(
+        {10 + i: {"data": SPEC, "site": site, "split-seed": 0} for i, site in enumerate(SITES)}
+    )
+    flower_app.run_server(grid, job)
+    with np.load(tmp_path / "flower" / "final.npz") as arrays:
+        flower = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    flower_history = json.loads((tmp_path / "flower" / "history.json").read_text())
+
+    pre, x_val, y_val = flower_app.coordinator_validation(job)
+    pool = LocalPool(
+        {
+            site: LocalClient(
+                site,
+                *client_arrays(
+                    job.data_config(),
+                    site=site,
+                    split_seed=0,
+                    split=job.split_config(),
+                    preprocessor_state=pre.state_dict(),
+                ),
+            )
+            for site in SITES
+        },
+        seed=job.seed,
+    )
+    start = initial_weights(x_val.shape[1], RECIPE.hidden, seed=0, positive_rate=y_val.mean())
+    local = rounds.drive(
+        pool,
+        rounds.Federation.start(start),
+        rounds.RoundPlan(
+            recipe=RECIPE,
+            strategy=make_strategy("fedavg"),
+            rounds=job.rounds,
+            fraction=1.0,
+            min_clients=2,
+            seed=0,
+        ),
+        validation=(x_val, y_val),
+    )
+    assert (
+        max(float(np.abs(a - b).max()) for a, b in zip(flower, local.weights, strict=True)) < 1e-5
+    )
+    assert len(flower_history) == len(local.history) == job.rounds
+    for theirs, ours in zip(flower_history, local.history, strict=True):
+        assert theirs["clients"] == ours["clients"] == len(SITES)
+        assert theirs["val_auroc"] == pytest.approx(ours["val_auroc"], abs=1e-6)
+        assert set(theirs) == set(ours)  # the same record, whichever engine
+
+
+def test_both_engines_call_the_one_driver(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    calls: list[str] = []
+    real = rounds.drive
+
+    def spy(pool, *args, **kwargs):
+        calls.append(type(pool).__name__)
+        return real(pool, *args, **kwargs)
+
+    monkeypatch.setattr(flower_app, "drive", spy)
+    monkeypatch.setattr(trainer_module, "drive", spy)
+    get_trainer("fedavg", federated=FederatedConfig(rounds=1, partition="iid:2")).fit(
+        splits=split_by_unit(make_toy_dataset(300), seed=0),
+        config=TrainConfig(hidden=(8,)),
+        seed=0,
+    )
+    grid = InMemoryGrid(
+        {
+            1: {"data": SPEC, "site": "CCU", "split-seed": 0},
+            2: {"data": SPEC, "site": "MICU", "split-seed": 0},
+        }
+    )
+    job = _job(tmp_path / "spy")
+    flower_app.run_server(grid, FederatedJob(**{**asdict(job), "rounds": 1, "expected_clients": 2}))
+    assert calls == ["LocalPool", "GridPool"]
