@@ -18,6 +18,7 @@ import typer
 from medpriv.cli_common import check_options, one_line_errors
 from medpriv.config import MAX_PORT, MAX_WHOLE, MIN_FEDERATED_CLIENTS, Range
 from medpriv.errors import MedprivError
+from medpriv.untrusted import printable
 
 PORT = Range(1, MAX_PORT)
 SEED = Range(0, MAX_WHOLE)
@@ -65,6 +66,21 @@ def _print_rounds(history: Path) -> None:
             f"round {record['round']:>3}: {record['clients']} clients, val AUROC "
             f"{record['val_auroc']:.4f}, dropped: {dropped}"
         )
+
+
+def _print_outcome(done: dict, out: Path) -> None:
+    """The sites' held-out utility and where results.json and the reports are."""
+    combined = (done.get("evaluation") or {}).get("combined") or {}
+    if combined.get("auroc") is not None:
+        typer.echo(
+            f"held-out patients at the sites: n = {combined['n']}, AUROC "
+            f"{combined['auroc']:.4f} ± {combined['auroc_binning_error']:.4f} (binning)"
+        )
+    for site, reason in sorted(((done.get("evaluation") or {}).get("missing") or {}).items()):
+        typer.echo(f"no held-out figures from {printable(site)}: {printable(reason)}")
+    if (out / "results.json").is_file():
+        typer.echo(f"results: {out / 'results.json'}")
+        typer.echo(f"report:  {out / 'report.html'} (and report.md)")
 
 
 TlsCertOpt = Annotated[
@@ -119,23 +135,62 @@ def superlink(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     ca_cert: CaCertOpt = None,
+    allow_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="admit only SuperNodes holding one of these public keys (`medpriv fl keygen`; "
+            "repeat per hospital; TLS required)"
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command only")] = False,
 ) -> None:
-    """Run the coordinator's SuperLink in the foreground (Ctrl-C stops it)."""
-    from medpriv.train.federated.deployment import executable, security_args
+    """Run the coordinator's SuperLink in the foreground (Ctrl-C stops it). With --allow-key,
+    Flower's node authentication is on: each key is registered once the SuperLink is up, and a
+    SuperNode with any other key is turned away."""
+    from medpriv.train.federated.deployment import (
+        executable,
+        flower_env,
+        register_node_keys,
+        security_args,
+        wait_healthy,
+    )
 
     check_options(port=(port, PORT))
     tls = _tls(ca_cert, tls_cert, tls_key, server=True)
+    keys = list(allow_key or [])
+    if keys and tls is None:
+        raise MedprivError("--allow-key needs TLS: give --tls-cert and --tls-key")
+    for key in keys:
+        if not key.is_file():
+            raise MedprivError(f"--allow-key: no file {key}")
     command = [
         executable("flower-superlink"),
         *security_args(tls, server=True),
+        *(["--enable-supernode-auth"] if keys else []),
         "--host",
         host,
         "--port",
         str(port),
         "--disable-runtime-dependency-installation",
     ]
-    _start(command, home or Path(".flwr") / "superlink", dry_run)
+    home = home or Path(".flwr") / "superlink"
+    if not keys:
+        _start(command, home, dry_run)
+        return
+    typer.echo("$ " + " ".join(_quote(c) for c in command))
+    for key in keys:
+        typer.echo(f"$ flwr supernode register {_quote(str(key.resolve()))} local")
+    if dry_run:
+        return
+    process = subprocess.Popen(command, env=flower_env(home))
+    try:
+        wait_healthy(port, tls, alive=lambda: process.poll() is None)
+        register_node_keys(home, superlink=f"127.0.0.1:{port}", keys=keys, tls=tls)
+        typer.echo(f"registered {len(keys)} SuperNode key(s); other SuperNodes are turned away")
+        raise typer.Exit(process.wait())
+    finally:
+        if process.poll() is None:
+            process.terminate()
 
 
 @fl_app.command("supernode")
@@ -192,13 +247,32 @@ def supernode(
     noise_seed: Annotated[int, typer.Option(help="seed of --reproducible-noise")] = 0,
     home: HomeOpt = None,
     ca_cert: CaCertOpt = None,
+    node_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="this hospital's private key (`medpriv fl keygen`), for a SuperLink that "
+            "admits only registered SuperNodes"
+        ),
+    ] = None,
+    eval_data: Annotated[
+        str | None,
+        typer.Option(
+            help="this hospital's held-out patients (a data spec with --data's CSV options), "
+            "for federated evaluation: only a histogram of the model's scores leaves the node"
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command only")] = False,
 ) -> None:
     """Run one hospital's SuperNode in the foreground; its rows never leave this process. Its
     privacy policy (--max-epsilon, --min-noise-multiplier, --max-grad-norm) is its own: the
     coordinator cannot change it, and a DP recipe that breaks it is refused."""
     from medpriv.data.sources import SOURCES, parse_spec
-    from medpriv.train.federated.deployment import NodeSpec, executable, security_args
+    from medpriv.train.federated.deployment import (
+        NodeSpec,
+        executable,
+        node_key_args,
+        security_args,
+    )
     from medpriv.train.federated.policy import ClientPolicy
 
     # The data live on the hospital's machine (a dry run may be elsewhere): check the spec's
@@ -213,9 +287,12 @@ def supernode(
             "threshold": threshold,
             "site-column": site_column,
             "unit-column": unit_column,
+            "eval-data": eval_data,
         }.items()
         if value is not None
     }
+    if eval_data is not None:
+        SOURCES.get(parse_spec(eval_data)[0])
     policy = ClientPolicy(
         max_epsilon=max_epsilon,
         min_noise_multiplier=min_noise_multiplier,
@@ -232,10 +309,12 @@ def supernode(
         options=options,
         policy=policy,
         ledger=privacy_ledger or home / "privacy-ledger.json",
+        key=node_key,
     )
     command = [
         executable("flower-supernode"),
         *security_args(_tls(ca_cert, None, None, server=False), server=False),
+        *node_key_args(node),
         "--superlink",
         superlink_address,
         "--host",
@@ -246,6 +325,24 @@ def supernode(
         node.node_config(),
     ]
     _start(command, home, dry_run)
+
+
+@fl_app.command("keygen")
+@one_line_errors
+def keygen(
+    name: Annotated[str, typer.Option(help="the hospital's name: the key files' name")],
+    out: Annotated[Path, typer.Option(help="folder for NAME (private) and NAME.pub")] = Path(
+        "keys"
+    ),
+) -> None:
+    """Create a hospital's SuperNode key pair (EC P-384, OpenSSH format). The private key stays
+    on the hospital's machine (`medpriv fl supernode --node-key`); the public key goes to the
+    coordinator's allow-list (`medpriv fl superlink --allow-key`)."""
+    from medpriv.train.federated.deployment import create_node_key
+
+    private, public = create_node_key(out, name)
+    typer.echo(f"private key: {private} (keep it on {name}'s machine, readable by you only)")
+    typer.echo(f"public key:  {public} (send it to the coordinator for --allow-key)")
 
 
 @fl_app.command("run")
@@ -324,6 +421,7 @@ def run(
     if done.get("secure_aggregation"):
         typer.echo(f"secure aggregation: {done['secure_aggregation']}")
     typer.echo(f"final weights: {out / 'final.npz'}; best round's: {out / 'best.npz'}")
+    _print_outcome(done, out)
 
 
 @fl_app.command("local")
@@ -422,4 +520,5 @@ def local(
     _print_rounds(out / "run" / "history.json")
     done = json.loads((out / "run" / "done.json").read_text())
     typer.echo(f"privacy: {done['privacy']['statement']}")
+    _print_outcome(done, out / "run")
     typer.echo(f"every process stopped; results in {out / 'run'}")

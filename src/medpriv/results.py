@@ -5,18 +5,29 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from medpriv.files import write_text_atomic
-from medpriv.train.base import TrainedModel
+from medpriv.privacy.statement import PrivacySpent
+from medpriv.train.base import Cost
 
 RUN_KEYS = ("name", "method", "seed", "params", "utility", "privacy", "attacks", "cost")
+
+
+class RunRecord(Protocol):
+    """What a run entry reads from a model: a `TrainedModel`, or a Flower run's outcome."""
+
+    method: str
+    params: dict[str, Any]
+    privacy: PrivacySpent
+    cost: Cost
+    history: list
 
 
 def run_entry(
     *,
     name: str,
-    model: TrainedModel,
+    model: RunRecord,
     seed: int,
     utility: dict,
     curves: dict,

@@ -207,7 +207,7 @@ def _header(results: dict, dataset: dict) -> str:
     )
 
 
-def _headline_section(rows: list[summary.Row]) -> str:
+def _headline_section(rows: list[summary.Row], measured_on: str = summary.MEASURED_ON) -> str:
     """One row per method and ε: utility, privacy spent, measured leakage and cost."""
     best = summary.best_rows(rows)
     columns = summary.visible_columns(rows)
@@ -235,7 +235,7 @@ def _headline_section(rows: list[summary.Row]) -> str:
         "members found at a 0.1% false-positive rate), audit ε̂ (in brackets: the most the audit "
         "could have shown) and training time. ε "
         "is per privacy unit and the largest over the seeds (the weakest guarantee among them); "
-        f"“none” = no formal guarantee. {_e(summary.MEASURED_ON)}.</p></section>"
+        f"“none” = no formal guarantee. {_e(measured_on)}.</p></section>"
     )
 
 
@@ -930,7 +930,7 @@ def render_report(results: dict) -> str:
             _no_guarantee_banner(rows)
             + _audit_warning(runs)
             + _warnings_section(results)
-            + _headline_section(rows)
+            + _headline_section(rows, summary.measured_on(results))
             + _frontier_section(rows)
             + _privacy_section(runs, rows)
             + _dataset_section(dataset, _dict(results.get("config")))

@@ -20,7 +20,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _headline(runs: list[dict]) -> list[str]:
+def _headline(runs: list[dict], measured_on: str = summary.MEASURED_ON) -> list[str]:
     rows = summary.headline(runs)
     best = summary.best_rows(rows)
     columns = summary.visible_columns(rows)
@@ -40,7 +40,7 @@ def _headline(runs: list[dict]) -> list[str]:
         "",
         f"Test split, {spread}; best per column in bold. ε is per privacy unit and the "
         "largest over the seeds (the weakest guarantee among them); “none” = no formal "
-        f"guarantee. {summary.MEASURED_ON}.",
+        f"guarantee. {measured_on}.",
         "",
     ]
 
@@ -109,7 +109,7 @@ def render_markdown(document: dict) -> str:
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
     if runs:
-        lines += _headline(runs)
+        lines += _headline(runs, summary.measured_on(document))
         lines += _statements(rows)
     else:
         lines += ["No runs in this results document yet.", ""]

@@ -316,6 +316,30 @@ MEASURED_ON = (
     "the private model's, seed by seed (dp-sgd → baseline, dp-logreg → logreg, fedavg-dp and "
     "fedavg-cdp → fedavg); “no better than chance”: the AUROC's 95% interval reaches 0.5"
 )
+FLOWER_MEASURED_ON = (
+    "A real Flower federation: the best global model, scored by each site on its own held-out "
+    "patients, each site returning only a histogram of the log-odds by label (no per-patient "
+    "score left a site); utility is read from their sum, its AUROC within ±{error} of the exact "
+    "one (binning), AUPRC, Brier score and curves binned too; each site's own figures are in "
+    "results.json (utility.federated.sites); no attack was run on this deployment"
+)
+
+
+def measured_on(document: dict) -> str:
+    """What the figures are measured on: the release-model protocol of `medpriv run`, or a
+    Flower deployment's federated evaluation (with its binning error)."""
+    if document.get("engine") != "flower":
+        return MEASURED_ON
+    errors = [
+        (((run.get("utility") or {}).get("federated") or {}).get("combined") or {}).get(
+            "auroc_binning_error"
+        )
+        for run in document.get("runs") or []
+    ]
+    found = [e for e in errors if isinstance(e, int | float)]
+    return FLOWER_MEASURED_ON.format(error=f"{max(found):.4f}" if found else "?")
+
+
 AUDIT_POWER = (
     "an audit that does not contradict a claim does not confirm it: it can show no more than "
     "its power"

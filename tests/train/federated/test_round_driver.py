@@ -13,19 +13,26 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Context, Message, RecordDict
+from typer.testing import CliRunner
 
 import medpriv.train.federated.flower_app as flower_app
 import medpriv.train.federated.rounds as rounds
 import medpriv.train.federated.trainer as trainer_module
+from medpriv.cli import app
 from medpriv.config import DataConfig, FederatedConfig, SplitConfig, TrainConfig
 from medpriv.data.splits import split_by_unit
+from medpriv.metrics import auroc
+from medpriv.models import MLP
+from medpriv.results import validate_results
 from medpriv.train.base import get_trainer
 from medpriv.train.federated.client import LocalClient, LocalRecipe
 from medpriv.train.federated.engine import LocalPool, initial_weights
 from medpriv.train.federated.flower_client import client_app
-from medpriv.train.federated.job import FederatedJob, client_arrays
+from medpriv.train.federated.job import FederatedJob, client_arrays, client_held_out_arrays
 from medpriv.train.federated.strategy import make_strategy
+from medpriv.train.federated.weights import set_weights
 from tests.conftest import make_toy_dataset
 
 SPEC = "synthetic:1500"
@@ -136,6 +143,49 @@ def test_the_flower_server_and_the_in_process_pool_give_the_same_federation(tmp_
         assert theirs["clients"] == ours["clients"] == len(SITES)
         assert theirs["val_auroc"] == pytest.approx(ours["val_auroc"], abs=1e-6)
         assert set(theirs) == set(ours)  # the same record, whichever engine
+
+    # Federated evaluation: the sites' histograms of the best model on their held-out
+    # patients give the AUROC of the union within the stated binning error.
+    evaluation = json.loads((tmp_path / "flower" / "done.json").read_text())["evaluation"]
+    held_out = [
+        client_held_out_arrays(
+            job.data_config(),
+            site=site,
+            split_seed=0,
+            split=job.split_config(),
+            preprocessor_state=pre.state_dict(),
+        )
+        for site in SITES
+    ]
+    x_test = np.concatenate([x for x, _ in held_out])
+    y_test = np.concatenate([y for _, y in held_out])
+    network = MLP(x_test.shape[1], RECIPE.hidden)
+    set_weights(network, local.best)
+    network.eval()
+    with torch.no_grad():
+        logits = network(torch.from_numpy(x_test.astype(np.float32)))
+    exact = auroc(y_test, (logits[:, 1] - logits[:, 0]).numpy())
+    combined = evaluation["combined"]
+    assert combined["n"] == len(y_test) and evaluation["missing"] == {}
+    assert abs(combined["auroc"] - exact) <= combined["auroc_binning_error"] + 1e-9
+    assert combined["auroc_binning_error"] < 0.01
+    assert set(evaluation["sites"]) == set(SITES)
+
+    # The same outputs as `medpriv run`: results.json (marked as Flower's) and the reports,
+    # which `medpriv report` regenerates from results.json alone.
+    out = tmp_path / "flower"
+    document = json.loads((out / "results.json").read_text())
+    assert document["engine"] == "flower" and validate_results(document) == []
+    run = document["runs"][0]
+    assert run["utility"]["auroc"] == pytest.approx(combined["auroc"], abs=1e-6)
+    assert run["utility"]["n_test"] == len(y_test)
+    assert run["privacy"]["statement"].startswith("Not differentially private")
+    assert len(run["history"]) == job.rounds
+    (out / "report.html").unlink()
+    regenerated = CliRunner().invoke(app, ["report", str(out)])
+    assert regenerated.exit_code == 0, regenerated.output
+    page = (out / "report.html").read_text()
+    assert "fedavg" in page and "A real Flower federation" in page  # what it is measured on
 
 
 def test_both_engines_call_the_one_driver(tmp_path, monkeypatch: pytest.MonkeyPatch):

@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,6 +120,14 @@ def security_args(tls: Tls | None, *, server: bool) -> list[str]:
     return tls.superlink_args() if server else tls.client_args()
 
 
+def wait_healthy(
+    port: int, tls: Tls | None, *, alive: Callable[[], bool], timeout: float = 60
+) -> None:
+    """Until the SuperLink on `port` answers /health (DeploymentError when it dies or takes
+    longer than `timeout` seconds)."""
+    wait_until(lambda: alive() and _healthy(port, tls), timeout=timeout, what="the SuperLink")
+
+
 def _healthy(port: int, tls: Tls | None = None) -> bool:
     scheme, context = "http", None
     if tls is not None:
@@ -135,7 +144,8 @@ def _healthy(port: int, tls: Tls | None = None) -> bool:
 @dataclass(frozen=True)
 class NodeSpec:
     """One SuperNode: its data (a medpriv data spec), site, optional CSV options, its own
-    privacy policy (what DP recipes it accepts) and the file that keeps its privacy ledger."""
+    privacy policy (what DP recipes it accepts), the file that keeps its privacy ledger and, where
+    the SuperLink authenticates nodes, its private key (`create_node_key`)."""
 
     data: str
     site: str | None = None
@@ -143,6 +153,7 @@ class NodeSpec:
     options: dict[str, str | float] = field(default_factory=dict)
     policy: ClientPolicy | None = None
     ledger: str | Path | None = None
+    key: str | Path | None = None
 
     def node_config(self) -> str:
         """Flower's --node-config: space-separated TOML-typed key=value pairs."""
@@ -158,15 +169,83 @@ class NodeSpec:
         return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
 
+def create_node_key(folder: Path, name: str) -> tuple[Path, Path]:
+    """A SuperNode's key pair for Flower's node authentication: (private key, public key), an EC
+    key on NIST P-384 in OpenSSH format (what `flower-supernode --auth-supernode-private-key` and
+    `flwr supernode register` read). The private key is readable by its owner only; the public
+    key goes to the coordinator's allow-list."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not name or "/" in name or name.startswith("."):
+        raise DeploymentError(f"a key name is a plain file name, got {name!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / name, folder / f"{name}.pub"
+    for path in (private, public):
+        if path.exists():
+            raise DeploymentError(f"{path} exists; a key pair is never overwritten")
+    key = ec.generate_private_key(ec.SECP384R1())
+    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + b"\n"
+    )
+    return private, public
+
+
+def register_node_keys(
+    workdir: Path, *, superlink: str, keys: list[Path], tls: Tls, timeout: float = 60
+) -> None:
+    """`flwr supernode register KEY.pub` for every public key of the allow-list, on a SuperLink
+    started with node authentication; a key that cannot be registered raises with Flower's
+    reason."""
+    home = workdir / "home" / "cli"
+    write_text_atomic(cli_config(superlink, tls), home / "config.toml")
+    for key in keys:
+        done = subprocess.run(
+            [executable("flwr"), "supernode", "register", str(Path(key).resolve()), "local"],
+            env=flower_env(home),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise DeploymentError(
+                f"could not register the SuperNode key {key}: "
+                f"{(done.stdout + done.stderr).strip()[-500:]}"
+            )
+
+
 def start_superlink(
-    workdir: Path, *, port: int | None = None, timeout: float = 60, tls: Tls | None = None
+    workdir: Path,
+    *,
+    port: int | None = None,
+    timeout: float = 60,
+    tls: Tls | None = None,
+    node_auth: bool = False,
 ) -> Process:
+    """The SuperLink; with `node_auth`, only SuperNodes whose public key was registered
+    (`register_node_keys`) may join — Flower allows that over TLS only."""
+    if node_auth and tls is None:
+        raise DeploymentError("SuperNode authentication needs TLS: give the SuperLink a TLS cert")
     port = port or free_port()
     process = Process(
         "superlink",
         [
             executable("flower-superlink"),
             *security_args(tls, server=True),
+            *(["--enable-supernode-auth"] if node_auth else []),
             "--host",
             "127.0.0.1",
             "--port",
@@ -178,12 +257,8 @@ def start_superlink(
         port=port,
     )
     try:
-        wait_until(
-            lambda: process.alive() and _healthy(port, tls),
-            timeout=timeout,
-            what="the SuperLink",
-        )
-    except DeploymentError:
+        wait_healthy(port, tls, alive=process.alive, timeout=timeout)
+    except ProcessError:  # timed out (or died): say why from its log
         process.stop()
         raise DeploymentError(f"the SuperLink did not start:\n{process.log()[-2000:]}") from None
     return process
@@ -203,6 +278,7 @@ def start_supernode(
         [
             executable("flower-supernode"),
             *security_args(tls, server=False),
+            *node_key_args(node),
             "--superlink",
             superlink,
             "--host",
@@ -215,6 +291,15 @@ def start_supernode(
         env=flower_env(workdir / "home" / f"node-{name}"),
         log=workdir / "logs" / f"supernode-{name}.log",
     )
+
+
+def node_key_args(node: NodeSpec) -> list[str]:
+    """`--auth-supernode-private-key KEY` for a node with a key."""
+    if node.key is None:
+        return []
+    if not Path(node.key).is_file():
+        raise DeploymentError(f"SuperNode key not found: {node.key}")
+    return ["--auth-supernode-private-key", str(Path(node.key).resolve())]
 
 
 def wait_for_nodes(nodes: list[Process], *, timeout: float = 60) -> None:
@@ -369,9 +454,17 @@ class LocalFederation:
     every process by PID on exit."""
 
     def __init__(
-        self, workdir: Path, nodes: dict[str, NodeSpec], *, tls: Tls | None = None
+        self,
+        workdir: Path,
+        nodes: dict[str, NodeSpec],
+        *,
+        tls: Tls | None = None,
+        allowed_keys: list[Path] | None = None,
     ) -> None:
+        """With `allowed_keys` (public keys), the SuperLink authenticates SuperNodes and admits
+        only those keys (TLS required)."""
         self.workdir, self.nodes, self.tls = Path(workdir), nodes, tls
+        self.allowed_keys = allowed_keys
         self.superlink: Process | None = None
         self.supernodes: dict[str, Process] = {}
 
@@ -382,7 +475,13 @@ class LocalFederation:
 
     def __enter__(self) -> LocalFederation:
         try:
-            self.superlink = start_superlink(self.workdir, tls=self.tls)
+            auth = self.allowed_keys is not None
+            self.superlink = start_superlink(self.workdir, tls=self.tls, node_auth=auth)
+            if auth:
+                assert self.tls is not None and self.allowed_keys is not None
+                register_node_keys(
+                    self.workdir, superlink=self.address, keys=self.allowed_keys, tls=self.tls
+                )
             for name, node in self.nodes.items():
                 self.supernodes[name] = start_supernode(
                     self.workdir, name, node, superlink=self.address, tls=self.tls

@@ -44,10 +44,14 @@ from medpriv.errors import ProtocolError
 from medpriv.privacy.plan import VALIDATION_CAVEAT
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.statement import PrivacySpent
+from medpriv.report.files import write_reports
+from medpriv.results import results_json, write_json_atomic
 from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed
 from medpriv.train.federated.engine import initial_weights
+from medpriv.train.federated.evaluation import ScoreHistogram, federated_utility
 from medpriv.train.federated.job import FederatedJob
 from medpriv.train.federated.messaging import exchange
+from medpriv.train.federated.outcome import federated_results
 from medpriv.train.federated.private import (
     ClientLevelAccountant,
     SampleLevelAccountant,
@@ -179,14 +183,26 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         on_round=after_round,
     )
     history = federation.history
+    histograms, missing = evaluate_on_sites(
+        grid, job, sites, shared, federation.best, recipe.hidden
+    )
+    evaluation = {**federated_utility(histograms), "missing": missing}
+    combined = evaluation["combined"]
+    if combined["auroc"] is not None:
+        print(
+            f"[medpriv] held-out patients at the sites: n = {combined['n']}, AUROC "
+            f"{combined['auroc']:.4f} ± {combined['auroc_binning_error']:.4f} (binning)",
+            flush=True,
+        )
     np.savez(out / "final.npz", *federation.weights)
     np.savez(out / "best.npz", *federation.best)
     (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
-    privacy = (
-        accountant.spent([VALIDATION_CAVEAT, *refusal_caveats(history)]).to_dict()
+    spent = (
+        accountant.spent([VALIDATION_CAVEAT, *refusal_caveats(history)])
         if accountant is not None
-        else PrivacySpent(sampling="shuffle").to_dict()
+        else PrivacySpent(sampling="shuffle")
     )
+    privacy = spent.to_dict()
     (out / "done.json").write_text(
         json.dumps(
             {
@@ -195,10 +211,63 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
                 "sizes": sizes,
                 "privacy": privacy,
                 "secure_aggregation": SECAGG_STATEMENT if job.secagg else None,
+                "evaluation": evaluation,
             }
         ),
         encoding="utf-8",
     )
+    document = federated_results(
+        job,
+        dataset=load_dataset(job.data_config()),
+        recipe=recipe,
+        strategy=strategy.name,
+        sizes=sizes,
+        history=history,
+        histograms=histograms,
+        evaluation=evaluation,
+        spent=spent,
+    )
+    write_reports(json.loads(results_json(document)), out)
+    write_json_atomic(document, out / "results.json")
+
+
+def evaluate_on_sites(
+    grid: Grid,
+    job: FederatedJob,
+    sites: dict[str, int],
+    shared: dict,
+    weights: Weights,
+    hidden: tuple[int, ...],
+) -> tuple[dict[str, ScoreHistogram], dict[str, str]]:
+    """Federated evaluation of `weights`: every site scores it on its own held-out patients
+    and returns a histogram (`federated.evaluation`); (the histograms by site, the sites that
+    returned none with why)."""
+    connected = set(grid.get_node_ids())
+    messages = {
+        site: Message(
+            content=RecordDict(
+                {
+                    "arrays": ArrayRecord([np.asarray(w) for w in weights]),
+                    "config": ConfigRecord({**shared, "hidden": json.dumps(list(hidden))}),
+                }
+            ),
+            dst_node_id=node,
+            message_type=MessageType.EVALUATE,
+        )
+        for site, node in sites.items()
+        if node in connected
+    }
+    histograms: dict[str, ScoreHistogram] = {}
+    missing = {site: "node not connected" for site, node in sites.items() if node not in connected}
+    for site, reply in exchange(grid, messages, job.round_timeout, job.poll_interval).items():
+        if isinstance(reply, str):
+            missing[site] = reply
+            continue
+        try:
+            histograms[site] = ScoreHistogram.from_metrics(reply.content["histogram"])
+        except (KeyError, ValueError) as exc:
+            missing[site] = f"rejected: {exc}"
+    return histograms, dict(sorted(missing.items()))
 
 
 class GridPool:

@@ -1,9 +1,11 @@
 """The Flower ClientApp: what runs on each hospital's SuperNode.
 
-It answers two messages: QUERY (which site this node is, how many training records it holds)
-and TRAIN (one round of local training with the recipe and preprocessing the coordinator sent,
-on the same client code as the in-process engine). In a SecAgg+ round the TRAIN stages pass
-through Flower's `secaggplus_mod`, which masks the reply before it leaves the node.
+It answers three messages: QUERY (which site this node is, how many training records it
+holds), TRAIN (one round of local training with the recipe and preprocessing the coordinator
+sent, on the same client code as the in-process engine) and EVALUATE (the global model scored
+on this node's held-out patients, returned as a histogram by label: aggregates only). In a
+SecAgg+ round the TRAIN stages pass through Flower's `secaggplus_mod`, which masks the reply
+before it leaves the node.
 
 A DP recipe (fedavg-dp) is checked against this node's own privacy policy, set in its node
 config (`medpriv fl supernode --max-epsilon E --min-noise-multiplier S --max-grad-norm C`),
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,6 +153,43 @@ def train(msg: Message, context: Context) -> Message:
                 "metrics": MetricRecord(_update_metrics(update)),
             }
         ),
+        reply_to=msg,
+    )
+
+
+@client_app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """The global model scored on this node's held-out patients; the reply holds a histogram
+    of the log-odds by label at a fixed binning (`federated.evaluation`) — aggregates
+    only, never a per-patient score or row."""
+    import torch
+
+    from medpriv.models import MLP
+    from medpriv.train.federated.evaluation import ScoreHistogram
+    from medpriv.train.federated.job import client_held_out_arrays
+    from medpriv.train.federated.weights import set_weights
+
+    data, site, split_seed = _node_settings(context)
+    config = dict(msg.content["config"])
+    eval_data = _opt_str(context.node_config.get("eval-data"))
+    x, y = client_held_out_arrays(
+        data,
+        site=site,
+        split_seed=split_seed,
+        split=_split_from(config),
+        preprocessor_state=json.loads(str(config["preprocessor"])),
+        held_out=None if eval_data is None else replace(data, spec=eval_data),
+    )
+    hidden = tuple(int(h) for h in json.loads(str(config["hidden"])))
+    network = MLP(x.shape[1], hidden)
+    set_weights(network, msg.content["arrays"].to_numpy_ndarrays())
+    network.eval()
+    with torch.no_grad():
+        logits = network(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        log_odds = (logits[:, 1] - logits[:, 0]).numpy()
+    histogram = ScoreHistogram.of(log_odds, y)
+    return Message(
+        content=RecordDict({"histogram": MetricRecord(histogram.to_metrics())}),
         reply_to=msg,
     )
 

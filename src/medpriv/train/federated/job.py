@@ -194,3 +194,33 @@ def client_arrays(
         rows = one_record_per_unit(rows, split_seed or 0)
     pre = Preprocessor.from_state(rows.schema, preprocessor_state)
     return pre.transform(rows.features), rows.labels.astype(np.int64)
+
+
+def client_held_out_arrays(
+    data: DataConfig,
+    *,
+    site: str | None,
+    split_seed: int | None,
+    split: SplitConfig,
+    preprocessor_state: dict,
+    held_out: DataConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(design matrix, labels) of a client's held-out patients, with the server's
+    preprocessing: the test part of the standard split at its site (with `split_seed`), or all
+    of `held_out` (a node's own evaluation table). A client with neither has none to offer."""
+    if split_seed is not None:
+        dataset = split_by_unit(
+            load_dataset(data),
+            val_fraction=split.val_fraction,
+            test_fraction=split.test_fraction,
+            seed=split_seed,
+        ).test
+        rows = dataset.subset(site_rows(dataset, site))
+    elif held_out is not None:
+        rows = load_dataset(held_out)
+    else:
+        raise DataSchemaError(
+            "this node has no held-out patients: give it eval-data in its node config"
+        )
+    pre = Preprocessor.from_state(rows.schema, preprocessor_state)
+    return pre.transform(rows.features), rows.labels.astype(np.int64)

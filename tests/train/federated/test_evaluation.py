@@ -1,0 +1,58 @@
+"""Federated evaluation from histograms of the log-odds: the AUROC read from the histogram is
+within its stated binning error of the exact AUROC; accuracy at ½ is exact; a site's histogram
+holds a fixed number of counts whatever its number of patients; malformed replies are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medpriv.metrics import auroc
+from medpriv.train.federated.evaluation import BINS, ScoreHistogram, federated_utility
+
+
+def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) < 0.15
+    logits = rng.normal(size=n) + 1.4 * labels - 1.8
+    return logits, labels.astype(int)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_histogram_auroc_is_within_its_binning_error_and_accuracy_is_exact(seed: int):
+    p, y = _scores(3000, seed)
+    utility = ScoreHistogram.of(p, y).utility()
+    exact = auroc(y, p)
+    assert abs(utility["auroc"] - exact) <= utility["auroc_binning_error"] + 1e-12
+    assert 0 < utility["auroc_binning_error"] < 0.005
+    assert utility["accuracy"] == pytest.approx(np.mean((p >= 0) == y.astype(bool)))
+    assert utility["n"] == 3000 and utility["positives"] == int(y.sum())
+
+
+def test_sites_add_up_and_each_keeps_its_own_figure():
+    sites = {name: _scores(800, seed) for seed, name in enumerate(("north", "south", "east"))}
+    histograms = {name: ScoreHistogram.of(p, y) for name, (p, y) in sites.items()}
+    found = federated_utility(histograms)
+    p = np.concatenate([s[0] for s in sites.values()])
+    y = np.concatenate([s[1] for s in sites.values()])
+    combined = found["combined"]
+    assert abs(combined["auroc"] - auroc(y, p)) <= combined["auroc_binning_error"] + 1e-12
+    assert set(found["sites"]) == set(sites) and combined["n"] == 2400
+    for name, (p_site, y_site) in sites.items():
+        assert found["sites"][name]["auroc"] == pytest.approx(
+            ScoreHistogram.of(p_site, y_site).utility()["auroc"]
+        )
+        assert found["sites"][name]["n"] == len(y_site)
+
+
+def test_a_reply_holds_counts_only_and_a_malformed_one_is_refused():
+    p, y = _scores(57, 0)
+    metrics = ScoreHistogram.of(p, y).to_metrics()
+    assert set(metrics) == {"positives", "negatives"}
+    assert all(len(counts) == BINS for counts in metrics.values())  # not one value per patient
+    assert ScoreHistogram.from_metrics(metrics).utility()["n"] == 57
+    for bad in ({"positives": [1, 2]}, {"positives": [-1] * BINS, "negatives": [0] * BINS}, {}):
+        with pytest.raises(ValueError):
+            ScoreHistogram.from_metrics(bad)
+    one_class = ScoreHistogram.of(np.array([-1.2, 0.7]), np.array([0, 0])).utility()
+    assert one_class["auroc"] is None and one_class["accuracy"] == 0.5
