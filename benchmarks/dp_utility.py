@@ -14,7 +14,8 @@ synthetic cohort within 0.03 of logreg; fedavg-dp at ε = 3 by site on the synth
 within 0.03 of FedAvg (its clients' recipe from the same rule: one full-batch step per round).
 The rule's constants were compared on validation patients of the synthetic cohort; this
 benchmark reports test figures only. `--tasks` runs a subset (synthetic_1500, synthetic_6600,
-insurance, federated). The last line is JSON.
+insurance, federated); `--tune private` trains dp-sgd by private selection instead of the rule.
+The last line is JSON.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def measure(
     metric: str,
     out: Path,
     methods: list[str] = METHODS,
+    tune: str = "none",
 ) -> dict:
     """Per (method, ε): the metric over seeds; dp-sgd's recipe reasons."""
     config = load_config(
@@ -60,6 +62,7 @@ def measure(
                 "progress": False,
                 "attacks": [],
             },
+            "privacy": {"tune": tune},
         },
     )
     started = time.perf_counter()
@@ -102,6 +105,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--insurance", type=Path, default=INSURANCE)
     parser.add_argument("--tasks", default="synthetic_1500,synthetic_6600,insurance,federated")
+    parser.add_argument(
+        "--tune", default="none", help="private: dp-sgd by --tune private (its cost in ε)"
+    )
     args = parser.parse_args()
     chosen = set(args.tasks.split(","))
     epsilons = [float(e) for e in args.epsilons.split(",")]
@@ -115,10 +121,17 @@ def main() -> None:
     else:
         print(f"insurance skipped: {args.insurance} not found")
     tasks = {name: task for name, task in tasks.items() if name in chosen}
-    figures: dict[str, object] = {"epsilons": epsilons, "seeds": args.seeds}
+    figures: dict[str, object] = {"epsilons": epsilons, "seeds": args.seeds, "tune": args.tune}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (data, metric, targets) in tasks.items():
-            found = measure(data, epsilons=epsilons, seeds=args.seeds, metric=metric, out=Path(tmp))
+            found = measure(
+                data,
+                epsilons=epsilons,
+                seeds=args.seeds,
+                metric=metric,
+                out=Path(tmp),
+                tune=args.tune,
+            )
             table = gaps(found["values"], epsilons)
             for key, row in table.items():
                 method, eps = key.split("@")

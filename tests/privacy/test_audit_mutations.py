@@ -183,8 +183,8 @@ def test_the_many_runs_audit_covers_the_federated_mechanisms(
     assert correct["claimed_epsilon"] == spent.epsilon and correct["steps"] == spent.steps
     if method == "fedavg-cdp":  # one observation per round: the server's noisy aggregate
         assert spent.steps == 4 and spent.level == "client"
-    else:  # every local step of the worst-off patients' client
-        assert spent.steps > 4 and spent.sample_rate < 1
+    else:  # the worst-off patients' client: one full-batch step a round (the recipe rule)
+        assert spent.steps == 4 and spent.sample_rate == 1 and spent.level == "sample"
     _no_noise(monkeypatch)  # planted in the one mechanism: it reaches the clients and the server
     broken = mechanism_runs_audit(trainer, model, runs=20_000)
     assert broken["verdict"] == "contradicted" and broken["epsilon_lower_bound"] > spent.epsilon

@@ -218,6 +218,12 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         rounds = json.loads((tmp_path / "lost" / "history.json").read_text())
         assert rounds[0]["clients"] == 3 and rounds[0]["dropped"] == {}
         assert rounds[1]["clients"] == 2 and "SICU" in rounds[1]["dropped"]
+        # the lost hospital is said to have returned no held-out figures; the report renders
+        done = json.loads((tmp_path / "lost" / "done.json").read_text())
+        assert "SICU" in done["evaluation"]["missing"]
+        assert set(done["evaluation"]["sites"]) == {"CCU", "MICU"}
+        assert (tmp_path / "lost" / "report.html").is_file()
+        assert json.loads((tmp_path / "lost" / "results.json").read_text())["engine"] == "flower"
 
         # 3. The coordinator restarts from its checkpoint: round 3 follows the two done.
         resumed = replace(lost, rounds=3, resume=True, node_wait_timeout=10.0)

@@ -180,6 +180,7 @@ def test_the_flower_server_and_the_in_process_pool_give_the_same_federation(tmp_
     assert run["utility"]["auroc"] == pytest.approx(combined["auroc"], abs=1e-6)
     assert run["utility"]["n_test"] == len(y_test)
     assert run["privacy"]["statement"].startswith("Not differentially private")
+    assert any("held-out patients" in item for item in run["privacy"]["unprotected"])
     assert len(run["history"]) == job.rounds
     (out / "report.html").unlink()
     regenerated = CliRunner().invoke(app, ["report", str(out)])

@@ -11,7 +11,7 @@ score and the curves are binned too. The document is marked `"engine": "flower"`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +34,10 @@ from medpriv.train.federated.evaluation import BINS, SPAN, ScoreHistogram
 from medpriv.train.federated.job import FederatedJob
 
 ENGINE = "flower"
+HELD_OUT_UNPROTECTED = (
+    "each site's held-out patients: the histogram of their scores a site returns is exact "
+    "counts, covered by no ε"
+)
 DATASET_NOTE = (
     "the coordinator's own table (its validation patients); the sites' training and held-out "
     "patients never left the sites"
@@ -110,7 +114,7 @@ def federated_results(
     model = FederationOutcome(
         method=job.method,
         history=history,
-        privacy=spent,
+        privacy=replace(spent, unprotected=(*spent.unprotected, HELD_OUT_UNPROTECTED)),
         cost=Cost(
             train_seconds=0.0,
             bytes_communicated=up + down,
