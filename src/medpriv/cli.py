@@ -202,6 +202,13 @@ def run(
         typer.Option(help="federated clients: site (default), iid:K or dirichlet:K:ALPHA"),
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="federated rounds (default 20)")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="federated methods: inprocess (default) or flower (a real local deployment: "
+            "SuperLink + one SuperNode per site on 127.0.0.1)"
+        ),
+    ] = None,
     fraction: Annotated[
         float | None, typer.Option(help="fraction of clients per round (default 1)")
     ] = None,
@@ -326,6 +333,7 @@ def run(
         "federated": {
             "partition": partition,
             "rounds": rounds,
+            "engine": engine,
             "fraction": fraction,
             "min_clients": min_clients,
             "strategy": strategy,

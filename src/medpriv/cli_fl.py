@@ -447,10 +447,10 @@ def local(
     processes stopped by PID at the end. For trying Flower out; hospitals use the commands above."""
     from medpriv.config import load_config
     from medpriv.data.sources import check_source, load_dataset
-    from medpriv.train.federated.deployment import LocalFederation, NodeSpec
+    from medpriv.train.federated.deployment import LocalFederation
     from medpriv.train.federated.engine import check_enough_clients
     from medpriv.train.federated.job import job_from_config
-    from medpriv.train.federated.policy import ClientPolicy
+    from medpriv.train.federated.on_flower import site_nodes
 
     check_options(seed=(seed, SEED))
     out = _output(out, "run")
@@ -481,26 +481,9 @@ def local(
         source=source,
         fix="name two sites or more in --sites (or leave it out: every site)",
     )
-    privacy = resolved.privacy
-    # Each node's own policy (a hospital would choose it): the budget is the run's budget, or
-    # the target ε the coordinator calibrates σ to; its ledger lasts this run (a hospital's
-    # `medpriv fl supernode` keeps one across runs).
-    budget = privacy.budget if privacy.budget is not None else privacy.target_epsilon
-    policy = ClientPolicy(
-        max_epsilon=budget,
-        max_grad_norm=privacy.max_grad_norm,
-        reproducible_noise=privacy.reproducible_noise,
-        noise_seed=seed,
-    )
-    nodes = {
-        name: NodeSpec(
-            data=data,
-            site=name,
-            split_seed=seed,
-            policy=policy,
-        )
-        for name in names
-    }
+    # Each node's own policy (a hospital would choose it): the run's budget, or the target ε the
+    # coordinator calibrates σ to; its ledger lasts this run (`medpriv fl supernode` keeps one).
+    nodes = site_nodes(resolved, names, seed=seed, privacy=resolved.privacy)
     job = job_from_config(
         resolved,
         out=out / "run",

@@ -231,7 +231,7 @@ class PrivacyConfig:
 
 TUNING = ("none", "private")
 FL_STRATEGIES = ("fedavg", "fedprox", "fedadam")
-FL_ENGINES = ("inprocess",)
+FL_ENGINES = ("inprocess", "flower")  # flower: a local deployment (medpriv run --engine)
 DEVICES = ("auto", "cpu", "cuda")  # `medpriv.device`
 # Local training of federated clients: plain SGD with momentum, a fresh optimizer each round.
 FEDAVG_RECIPE: dict[str, Any] = {
@@ -504,7 +504,7 @@ def federated_problems(f: FederatedConfig) -> list[str]:
             f"federated.strategy (--strategy) must be one of {', '.join(FL_STRATEGIES)}"
         )
     if f.engine not in FL_ENGINES:
-        problems.append(f"federated.engine must be one of {', '.join(FL_ENGINES)}")
+        problems.append(f"federated.engine (--engine) must be one of {', '.join(FL_ENGINES)}")
     try:
         spec = PartitionSpec.parse(f.partition)
     except ConfigError as exc:

@@ -194,7 +194,12 @@ def run_experiment(
     """
     notify = listener or (lambda event, info: None)
     trainers = {  # unknown names fail here
-        m: get_trainer(m, federated=config.federated, split_learning=config.split_learning)
+        m: get_trainer(
+            m,
+            federated=config.federated,
+            split_learning=config.split_learning,
+            experiment=config,
+        )
         for m in {parse_method(entry)[0] for entry in config.run.methods}
     }
     plan = plan_runs(config, {m: t.private for m, t in trainers.items()})

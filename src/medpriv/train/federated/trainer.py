@@ -9,7 +9,9 @@ baseline keeps its best epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,13 +24,14 @@ from medpriv.config import (
     FEDAVG_CDP_RECIPE,
     FEDAVG_DP_RECIPE,
     FEDAVG_RECIPE,
+    ExperimentConfig,
     FederatedConfig,
     PrivacyConfig,
     TrainConfig,
 )
 from medpriv.data.partition import partition
 from medpriv.data.splits import Splits
-from medpriv.errors import PrivacyError
+from medpriv.errors import ConfigError, PrivacyError
 from medpriv.models import MLP
 from medpriv.privacy.plan import VALIDATION_CAVEAT, apply_unit_policy
 from medpriv.privacy.randomness import NoiseSource
@@ -97,8 +100,11 @@ class FedAvgTrainer(Trainer):
         epsilon_each_round: bool = True,
         attacker_simulation: bool = False,
         publish_participants: bool = False,
+        experiment: ExperimentConfig | None = None,
     ) -> None:
         self.federated = federated or FederatedConfig()
+        # the whole experiment (its data spec): what --engine flower's SuperNodes load
+        self.experiment = experiment
         self.epsilon_each_round = epsilon_each_round
         # An attacker's copy of the training (shadow models): replayable noise from the seed,
         # the same plan and accounting as the model it imitates. Never for a released model.
@@ -110,8 +116,8 @@ class FedAvgTrainer(Trainer):
         """The attacker's copy of this training: replayable noise seeded by the shadow's seed,
         and no per-round ε in the history (one accountant call per client per round, most of a
         private fit's time); the final ε is still computed."""
-        return type(self)(
-            self.federated,
+        return type(self)(  # in process, whichever engine trained the model it imitates
+            dataclasses.replace(self.federated, engine="inprocess"),
             epsilon_each_round=False,
             attacker_simulation=True,
             publish_participants=self.publish_participants,
@@ -120,6 +126,41 @@ class FedAvgTrainer(Trainer):
     def planned_epochs(self, config: TrainConfig) -> int:
         """What the progress bar counts: rounds."""
         return self.federated.rounds
+
+    def _fit_on_flower(
+        self,
+        *,
+        splits: Splits,
+        config: TrainConfig,
+        privacy: PrivacyConfig | None,
+        seed: int,
+        checkpoint: Path | None,
+    ) -> TrainedModel:
+        from medpriv.train.federated.on_flower import fit_on_flower
+
+        if self.experiment is None:
+            raise ConfigError("--engine flower needs the experiment's data settings")
+        if self.private and privacy is None:
+            raise PrivacyError(f"{self.method} needs privacy settings (a target ε)")
+        start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            if checkpoint is None:
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            else:  # the deployment's logs and outputs stay beside the run's checkpoints
+                workdir = Path(checkpoint).with_suffix("")
+                workdir.mkdir(parents=True, exist_ok=True)
+            model = fit_on_flower(
+                self,
+                experiment=self.experiment,
+                splits=splits,
+                config=config,
+                privacy=privacy,
+                seed=seed,
+                workdir=workdir,
+            )
+        return dataclasses.replace(
+            model, cost=dataclasses.replace(model.cost, train_seconds=time.perf_counter() - start)
+        )
 
     def _plan(
         self,
@@ -167,7 +208,12 @@ class FedAvgTrainer(Trainer):
     ) -> TrainedModel:
         """The federated model; with `canaries` (the white-box audit's own run only), the
         factory's canaries are planted in the private mechanism (`_plant`) and returned in
-        `artifacts["canaries"]`."""
+        `artifacts["canaries"]`. On `--engine flower` the model comes from a local deployment
+        (`medpriv.train.federated.on_flower`); the canary run stays in process."""
+        if self.federated.engine == "flower" and canaries is None:
+            return self._fit_on_flower(
+                splits=splits, config=config, privacy=privacy, seed=seed, checkpoint=checkpoint
+            )
         start = time.perf_counter()
         unset = frozenset(key for key in RULE_FIELDS if getattr(config, key) is None)
         fed, config = self.federated, config.resolved(self.recipe)
