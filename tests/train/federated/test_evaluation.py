@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from medpriv.metrics import auroc
-from medpriv.train.federated.evaluation import BINS, ScoreHistogram, federated_utility
+from medpriv.train.federated.evaluation import (
+    BINS,
+    ScoreHistogram,
+    exposure,
+    federated_exposure,
+    federated_utility,
+)
 
 
 def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,3 +62,22 @@ def test_a_reply_holds_counts_only_and_a_malformed_one_is_refused():
             ScoreHistogram.from_metrics(bad)
     one_class = ScoreHistogram.of(np.array([-1.2, 0.7]), np.array([0, 0])).utility()
     assert one_class["auroc"] is None and one_class["accuracy"] == 0.5
+
+
+def test_membership_exposure_reads_auc_and_tpr_at_low_fpr_at_bin_edges():
+    rng = np.random.default_rng(0)
+    members, others = rng.normal(1.0, 1.0, 4000), rng.normal(0.0, 1.0, 4000)
+    scores = np.concatenate([members, others])
+    labels = np.concatenate([np.ones(4000, int), np.zeros(4000, int)])
+    found = exposure(ScoreHistogram.of(scores, labels))
+    assert abs(found["auc"] - auroc(labels, scores)) <= found["auc_binning_error"] + 1e-12
+    for level, tpr in found["tpr_at_fpr"].items():
+        # a threshold with FPR at most the level exists at a bin edge: check it exactly
+        cut = np.quantile(others, 1 - float(level))
+        assert tpr <= np.mean(members >= cut) + 0.02  # at most the exact rate at that FPR
+        assert tpr >= 0.0
+    assert found["members"] == found["non_members"] == 4000
+    empty = exposure(ScoreHistogram.of(members, np.ones(4000, int)))
+    assert empty["auc"] is None and empty["tpr_at_fpr"] == {}
+    both = federated_exposure({"a": ScoreHistogram.of(scores, labels)})
+    assert both["combined"]["auc"] == found["auc"] and "threat_model" in both

@@ -182,6 +182,35 @@ def test_the_flower_server_and_the_in_process_pool_give_the_same_federation(tmp_
     assert run["privacy"]["statement"].startswith("Not differentially private")
     assert any("held-out patients" in item for item in run["privacy"]["unprotected"])
     assert len(run["history"]) == job.rounds
+    # Attacks in the deployment: each site's loss-threshold attack (its training patients
+    # against its held-out ones), returned as histograms; the sum is within its binning error
+    # of the exact attack on the union.
+    exposure = run["attacks"]["mia_sites"]
+    train_rows = [
+        client_arrays(
+            job.data_config(),
+            site=site,
+            split_seed=0,
+            split=job.split_config(),
+            preprocessor_state=pre.state_dict(),
+        )
+        for site in SITES
+    ]
+    x_in = np.concatenate([x for x, _ in train_rows])
+    y_in = np.concatenate([y for _, y in train_rows])
+
+    def true_label_log_odds(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out_logits = network(torch.from_numpy(x.astype(np.float32)))
+        return np.where(y == 1, 1, -1) * (out_logits[:, 1] - out_logits[:, 0]).numpy()
+
+    scores = np.concatenate([true_label_log_odds(x_in, y_in), true_label_log_odds(x_test, y_test)])
+    members = np.concatenate([np.ones(len(y_in), int), np.zeros(len(y_test), int)])
+    attack = exposure["combined"]
+    assert attack["members"] == len(y_in) and attack["non_members"] == len(y_test)
+    assert abs(attack["auc"] - auroc(members, scores)) <= attack["auc_binning_error"] + 1e-9
+    assert set(exposure["sites"]) == set(SITES) and "threat_model" in exposure
+    assert any("membership-exposure" in item for item in run["privacy"]["unprotected"])
     (out / "report.html").unlink()
     regenerated = CliRunner().invoke(app, ["report", str(out)])
     assert regenerated.exit_code == 0, regenerated.output

@@ -99,3 +99,47 @@ def federated_utility(histograms: Mapping[str, ScoreHistogram]) -> dict[str, Any
         "combined": ScoreHistogram.total(histograms.values()).utility(),
         "sites": {site: h.utility() for site, h in sorted(histograms.items())},
     }
+
+
+MEMBERSHIP_THREAT_MODEL = (
+    "each site attacks the global model with its own patients: its training patients (members) "
+    "against its held-out ones (non-members), scored by the model's log-odds of each patient's "
+    "true label (the loss-threshold attack); a site returns only histograms of those scores, "
+    "the coordinator adds them up"
+)
+FPR_LEVELS = (0.01, 0.001)
+
+
+def exposure(histogram: ScoreHistogram) -> dict[str, Any]:
+    """Membership exposure from a histogram whose positives are members and negatives
+    non-members (scored by the true label's log-odds): the attack's AUC (± its binning error)
+    and its TPR at low FPR, read at bin edges (a threshold whose FPR is at most the level)."""
+    members, others = histogram.positives.astype(float), histogram.negatives.astype(float)
+    out: dict[str, Any] = {
+        "members": int(members.sum()),
+        "non_members": int(others.sum()),
+        "auc": None,
+        "auc_binning_error": None,
+        "tpr_at_fpr": {},
+    }
+    if not members.sum() or not others.sum():
+        return out
+    ranked = histogram.utility()
+    out["auc"], out["auc_binning_error"] = ranked["auroc"], ranked["auroc_binning_error"]
+    # guessing "member" at or above bin edge b: cumulative counts from the top
+    tpr = np.cumsum(members[::-1])[::-1] / members.sum()
+    fpr = np.cumsum(others[::-1])[::-1] / others.sum()
+    for level in FPR_LEVELS:
+        allowed = fpr <= level
+        out["tpr_at_fpr"][f"{level:g}"] = float(tpr[allowed].max()) if allowed.any() else 0.0
+    return out
+
+
+def federated_exposure(histograms: Mapping[str, ScoreHistogram]) -> dict[str, Any]:
+    """The combined and per-site membership exposure, with the threat model."""
+    return {
+        "threat_model": MEMBERSHIP_THREAT_MODEL,
+        "binning": f"{BINS} equal-width bins of the log-odds on [-{SPAN:g}, {SPAN:g}]",
+        "combined": exposure(ScoreHistogram.total(histograms.values())),
+        "sites": {site: exposure(h) for site, h in sorted(histograms.items())},
+    }

@@ -48,7 +48,11 @@ from medpriv.report.files import write_reports
 from medpriv.results import results_json, write_json_atomic
 from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed
 from medpriv.train.federated.engine import initial_weights
-from medpriv.train.federated.evaluation import ScoreHistogram, federated_utility
+from medpriv.train.federated.evaluation import (
+    ScoreHistogram,
+    federated_exposure,
+    federated_utility,
+)
 from medpriv.train.federated.job import FederatedJob
 from medpriv.train.federated.messaging import exchange
 from medpriv.train.federated.outcome import federated_results
@@ -183,10 +187,11 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         on_round=after_round,
     )
     history = federation.history
-    histograms, missing = evaluate_on_sites(
+    histograms, membership, missing = evaluate_on_sites(
         grid, job, sites, shared, federation.best, recipe.hidden
     )
     evaluation = {**federated_utility(histograms), "missing": missing}
+    exposure = federated_exposure(membership)
     combined = evaluation["combined"]
     if combined["auroc"] is not None:
         print(
@@ -212,6 +217,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
                 "privacy": privacy,
                 "secure_aggregation": SECAGG_STATEMENT if job.secagg else None,
                 "evaluation": evaluation,
+                "membership_exposure": exposure,
             }
         ),
         encoding="utf-8",
@@ -225,6 +231,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         history=history,
         histograms=histograms,
         evaluation=evaluation,
+        exposure=exposure,
         spent=spent,
     )
     write_reports(json.loads(results_json(document)), out)
@@ -238,10 +245,11 @@ def evaluate_on_sites(
     shared: dict,
     weights: Weights,
     hidden: tuple[int, ...],
-) -> tuple[dict[str, ScoreHistogram], dict[str, str]]:
-    """Federated evaluation of `weights`: every site scores it on its own held-out patients
-    and returns a histogram (`federated.evaluation`); (the histograms by site, the sites that
-    returned none with why)."""
+) -> tuple[dict[str, ScoreHistogram], dict[str, ScoreHistogram], dict[str, str]]:
+    """Federated evaluation of `weights`: every site scores it on its own held-out patients and
+    attacks it with its own patients, returning histograms only (`federated.evaluation`); (the
+    utility histograms by site, the membership histograms by site, the sites that returned
+    none with why)."""
     connected = set(grid.get_node_ids())
     messages = {
         site: Message(
@@ -258,16 +266,19 @@ def evaluate_on_sites(
         if node in connected
     }
     histograms: dict[str, ScoreHistogram] = {}
+    membership: dict[str, ScoreHistogram] = {}
     missing = {site: "node not connected" for site, node in sites.items() if node not in connected}
     for site, reply in exchange(grid, messages, job.round_timeout, job.poll_interval).items():
         if isinstance(reply, str):
             missing[site] = reply
             continue
         try:
-            histograms[site] = ScoreHistogram.from_metrics(reply.content["histogram"])
+            found = ScoreHistogram.from_metrics(reply.content["histogram"])
+            exposed = ScoreHistogram.from_metrics(reply.content["membership"])
+            histograms[site], membership[site] = found, exposed
         except (KeyError, ValueError) as exc:
             missing[site] = f"rejected: {exc}"
-    return histograms, dict(sorted(missing.items()))
+    return histograms, membership, dict(sorted(missing.items()))
 
 
 class GridPool:

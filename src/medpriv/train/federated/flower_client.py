@@ -159,14 +159,15 @@ def train(msg: Message, context: Context) -> Message:
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """The global model scored on this node's held-out patients; the reply holds a histogram
-    of the log-odds by label at a fixed binning (`federated.evaluation`) — aggregates
-    only, never a per-patient score or row."""
+    """The global model scored on this node's held-out patients, and attacked with its own
+    patients (training against held-out, the loss-threshold attack); the reply holds two
+    histograms at a fixed binning (`federated.evaluation`) — the log-odds by label and the
+    true label's log-odds by membership — aggregates only, never a per-patient score or row."""
     import torch
 
     from medpriv.models import MLP
     from medpriv.train.federated.evaluation import ScoreHistogram
-    from medpriv.train.federated.job import client_held_out_arrays
+    from medpriv.train.federated.job import client_arrays, client_held_out_arrays
     from medpriv.train.federated.weights import set_weights
 
     data, site, split_seed = _node_settings(context)
@@ -180,16 +181,37 @@ def evaluate(msg: Message, context: Context) -> Message:
         preprocessor_state=json.loads(str(config["preprocessor"])),
         held_out=None if eval_data is None else replace(data, spec=eval_data),
     )
+    x_train, y_train = client_arrays(
+        data,
+        site=site,
+        split_seed=split_seed,
+        split=_split_from(config),
+        preprocessor_state=json.loads(str(config["preprocessor"])),
+        one_per_unit=bool(config.get("private", False)),
+    )
     hidden = tuple(int(h) for h in json.loads(str(config["hidden"])))
     network = MLP(x.shape[1], hidden)
     set_weights(network, msg.content["arrays"].to_numpy_ndarrays())
     network.eval()
-    with torch.no_grad():
-        logits = network(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        log_odds = (logits[:, 1] - logits[:, 0]).numpy()
-    histogram = ScoreHistogram.of(log_odds, y)
+
+    def log_odds(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = network(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)))
+        return (logits[:, 1] - logits[:, 0]).numpy()
+
+    held_out = log_odds(x)
+    # the loss-threshold attack: each patient's log-odds of its own label, members vs not
+    confidence = np.concatenate(
+        [np.where(y_train == 1, 1, -1) * log_odds(x_train), np.where(y == 1, 1, -1) * held_out]
+    )
+    membership = np.concatenate([np.ones(len(y_train), int), np.zeros(len(y), int)])
     return Message(
-        content=RecordDict({"histogram": MetricRecord(histogram.to_metrics())}),
+        content=RecordDict(
+            {
+                "histogram": MetricRecord(ScoreHistogram.of(held_out, y).to_metrics()),
+                "membership": MetricRecord(ScoreHistogram.of(confidence, membership).to_metrics()),
+            }
+        ),
         reply_to=msg,
     )
 

@@ -38,6 +38,10 @@ HELD_OUT_UNPROTECTED = (
     "each site's held-out patients: the histogram of their scores a site returns is exact "
     "counts, covered by no ε"
 )
+EXPOSURE_UNPROTECTED = (
+    "the sites' membership-exposure histograms (exact counts of their training patients' "
+    "scores under the released model), covered by no ε"
+)
 DATASET_NOTE = (
     "the coordinator's own table (its validation patients); the sites' training and held-out "
     "patients never left the sites"
@@ -80,6 +84,7 @@ def federated_results(
     history: list[dict[str, Any]],
     histograms: dict[str, ScoreHistogram],
     evaluation: dict[str, Any],
+    exposure: dict[str, Any],
     spent: PrivacySpent,
     bootstrap: int = 1000,
 ) -> dict[str, Any]:
@@ -114,7 +119,9 @@ def federated_results(
     model = FederationOutcome(
         method=job.method,
         history=history,
-        privacy=replace(spent, unprotected=(*spent.unprotected, HELD_OUT_UNPROTECTED)),
+        privacy=replace(
+            spent, unprotected=(*spent.unprotected, HELD_OUT_UNPROTECTED, EXPOSURE_UNPROTECTED)
+        ),
         cost=Cost(
             train_seconds=0.0,
             bytes_communicated=up + down,
@@ -133,6 +140,7 @@ def federated_results(
         split_sizes={"train": int(sum(sizes.values())), "test": len(labels)},
     )
     entry["cost"].pop("train_seconds", None)  # not measured by the coordinator
+    entry["attacks"]["mia_sites"] = exposure
     config = ExperimentConfig(
         data=job.data_config(),
         split=job.split_config(),
