@@ -28,7 +28,7 @@ from medpriv.train.federated.private import (
     SampleLevelAccountant,
     unit_site_groups,
 )
-from medpriv.train.federated.strategy import DPFedAvg
+from medpriv.train.federated.strategy import DPFedAvg, FedAdam
 from medpriv.train.federated.weights import get_weights
 from tests.conftest import make_toy_dataset
 
@@ -96,6 +96,44 @@ def test_dp_fedavg_bounds_one_clients_influence_and_draws_fresh_server_noise():
     second = strategy(1.0, NoiseSource.fresh()).aggregate(start, [small])[0]
     assert not np.allclose(first, without) and not np.allclose(first, second)
     assert "noise" not in strategy(1.0, NoiseSource.fresh()).state()  # nothing to replay
+
+
+def test_client_level_dp_wraps_any_server_strategy():
+    """The clipped, noised mean is a DP release; FedAdam's step towards it is post-processing,
+    so DP-FedAvg hands it to the inner strategy (as Flower's server-side DP wrapper does)."""
+    start = [np.zeros(3, np.float32)]
+    update = ClientUpdate([np.full(3, 0.3, np.float32)], n_examples=10, train_loss=None, steps=1)
+    wrapped = DPFedAvg(
+        clip=1.0,
+        noise_multiplier=0.0,
+        expected_clients=1.0,
+        noise=NoiseSource.fresh(),
+        inner=FedAdam(server_lr=0.1),
+    )
+    assert wrapped.name == "dp-fedadam"
+    expected = FedAdam(server_lr=0.1).from_mean(start, [np.full(3, 0.3, np.float32)])
+    np.testing.assert_allclose(wrapped.aggregate(start, [update])[0], expected[0], rtol=1e-6)
+    saved = wrapped.state()
+    assert "rounds_done" in saved and any(key.startswith("m") for key in saved)
+    again = DPFedAvg(
+        clip=1.0,
+        noise_multiplier=0.0,
+        expected_clients=1.0,
+        noise=NoiseSource.fresh(),
+        inner=FedAdam(server_lr=0.1),
+    )
+    again.load_state(saved)
+    np.testing.assert_array_equal(again.inner._m[0], wrapped.inner._m[0])
+    model = get_trainer(
+        "fedavg-cdp",
+        federated=FederatedConfig(rounds=2, partition="iid:4", strategy="fedadam", server_lr=0.05),
+    ).fit(
+        splits=split_by_unit(make_toy_dataset(600), seed=0),
+        config=TrainConfig(hidden=(8,)),
+        privacy=PrivacyConfig(target_epsilon=8.0),
+        seed=0,
+    )
+    assert model.params["strategy"] == "dp-fedadam" and model.privacy.level == "client"
 
 
 # --- a client owns its privacy policy ---------------------------------------------------------

@@ -147,18 +147,22 @@ def test_the_flower_server_and_the_in_process_pool_give_the_same_federation(tmp_
     # Federated evaluation: the sites' histograms of the best model on their held-out
     # patients give the AUROC of the union within the stated binning error.
     evaluation = json.loads((tmp_path / "flower" / "done.json").read_text())["evaluation"]
-    held_out = [
-        client_held_out_arrays(
-            job.data_config(),
-            site=site,
-            split_seed=0,
-            split=job.split_config(),
-            preprocessor_state=pre.state_dict(),
-        )
-        for site in SITES
-    ]
-    x_test = np.concatenate([x for x, _ in held_out])
-    y_test = np.concatenate([y for _, y in held_out])
+
+    def union(rows_of) -> tuple[np.ndarray, np.ndarray]:
+        """Every site's rows by `rows_of` (training or held-out), stacked."""
+        parts = [
+            rows_of(
+                job.data_config(),
+                site=site,
+                split_seed=0,
+                split=job.split_config(),
+                preprocessor_state=pre.state_dict(),
+            )
+            for site in SITES
+        ]
+        return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+    x_test, y_test = union(client_held_out_arrays)
     network = MLP(x_test.shape[1], RECIPE.hidden)
     set_weights(network, local.best)
     network.eval()
@@ -186,18 +190,7 @@ def test_the_flower_server_and_the_in_process_pool_give_the_same_federation(tmp_
     # against its held-out ones), returned as histograms; the sum is within its binning error
     # of the exact attack on the union.
     exposure = run["attacks"]["mia_sites"]
-    train_rows = [
-        client_arrays(
-            job.data_config(),
-            site=site,
-            split_seed=0,
-            split=job.split_config(),
-            preprocessor_state=pre.state_dict(),
-        )
-        for site in SITES
-    ]
-    x_in = np.concatenate([x for x, _ in train_rows])
-    y_in = np.concatenate([y for _, y in train_rows])
+    x_in, y_in = union(client_arrays)
 
     def true_label_log_odds(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -405,7 +405,8 @@ def plan_method(
             noise=NoiseSource.for_run(reproducible=privacy.reproducible_noise, seed=job.seed),
             publish_participants=job.publish_participants,
         )
-        return recipe, accountant.strategy(), accountant, 0, accountant.participation()
+        inner = make_strategy(job.strategy, server_lr=job.server_lr)
+        return recipe, accountant.strategy(inner), accountant, 0, accountant.participation()
     return (
         recipe,
         make_strategy(job.strategy, server_lr=job.server_lr),

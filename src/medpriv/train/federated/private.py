@@ -37,7 +37,7 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.dp_recipe import fedavg_dp_recipe
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.policy import ClientPolicy, PrivacyLedger, composed_epsilon
-from medpriv.train.federated.strategy import DPFedAvg
+from medpriv.train.federated.strategy import DPFedAvg, FedAdam, FedAvg
 
 # The largest default δ of client-level DP, whatever the number of sites (README: δ below
 # 1/(number of patients); 1/(number of sites) would be far too loose).
@@ -372,12 +372,14 @@ class ClientLevelAccountant:
         """Where each round's participation is drawn from (None: every site, every round)."""
         return self.noise if self.sampled else None
 
-    def strategy(self) -> DPFedAvg:
+    def strategy(self, inner: FedAvg | FedAdam | None = None) -> DPFedAvg:
+        """DP-FedAvg's clipped, noised mean, handed to `inner` (FedAvg by default)."""
         return DPFedAvg(
             clip=self.privacy.max_grad_norm,
             noise_multiplier=self.sigma,
             expected_clients=self.fraction * self.n_clients,
             noise=self.noise,
+            inner=inner or FedAvg(),
         )
 
     def redact(self, record: dict[str, Any]) -> dict[str, Any]:

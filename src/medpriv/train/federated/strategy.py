@@ -98,9 +98,16 @@ class DPFedAvg:
     noise_multiplier: float
     expected_clients: float
     noise: NoiseSource
-    name: str = "dp-fedavg"
     rounds_done: int = 0
     canaries: DiracCanaries | None = None  # canary clients: the white-box audit's own run only
+    # The server strategy the noisy mean is handed to (post-processing of the DP release, as
+    # Flower's DifferentialPrivacyServerSideFixedClipping wraps any strategy): FedAvg takes it
+    # as the new model, FedAdam takes an Adam step towards it.
+    inner: FedAvg | FedAdam = field(default_factory=FedAvg)
+
+    @property
+    def name(self) -> str:
+        return f"dp-{self.inner.name}"
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         self.rounds_done += 1
@@ -115,16 +122,18 @@ class DPFedAvg:
         )
         flat = (start + total / self.expected_clients).numpy()
         parts = np.split(flat, np.cumsum([g.size for g in global_weights])[:-1])
-        return [
+        noisy_mean = [
             part.reshape(np.shape(g)).astype(np.float32)
             for part, g in zip(parts, global_weights, strict=True)
         ]
+        return self.inner.from_mean(global_weights, noisy_mean)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"rounds_done": np.asarray(self.rounds_done)}
+        return {"rounds_done": np.asarray(self.rounds_done), **self.inner.state()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.rounds_done = int(state.get("rounds_done", 0))
+        self.inner.load_state({k: v for k, v in state.items() if k != "rounds_done"})
 
 
 Strategy = FedAvg | FedAdam | DPFedAvg

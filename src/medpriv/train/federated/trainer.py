@@ -344,7 +344,7 @@ class FedAvgTrainer(Trainer):
             "rounds": fed.rounds,
             "strategy": strategy.name,
             "proximal_mu": recipe.proximal_mu,
-            "server_lr": fed.server_lr if strategy.name == "fedadam" else None,
+            "server_lr": fed.server_lr if strategy.name.endswith("fedadam") else None,
             "fraction": fed.fraction,
             "client_sampling": "poisson" if plan.participation is not None else "fixed size",
             "min_clients": plan.min_clients,
@@ -492,6 +492,9 @@ class FedAvgCDPTrainer(FedAvgTrainer):
         return strategy.canaries, None
 
     def _plan(self, recipe, sizes, *, privacy, n_units, unit, seed, units, **_):  # type: ignore[override]
+        fed = self.federated
+        if fed.strategy == "fedprox":  # clients train without noise here: the proximal term holds
+            recipe = dataclasses.replace(recipe, proximal_mu=fed.proximal_mu)
         noise = NoiseSource.for_run(
             reproducible=bool(privacy.reproducible_noise or self.attacker_simulation), seed=seed
         )
@@ -507,7 +510,11 @@ class FedAvgCDPTrainer(FedAvgTrainer):
             data_unit=unit,
         )
         return _Plan(
-            recipe, accountant.strategy(), 0, accountant.participation(), accountant=accountant
+            recipe,
+            accountant.strategy(make_strategy(fed.strategy, server_lr=fed.server_lr)),
+            0,
+            accountant.participation(),
+            accountant=accountant,
         )
 
 
