@@ -139,6 +139,7 @@ def _load_builtin_trainers() -> None:
     import medpriv.train.dp
     import medpriv.train.dp_logreg
     import medpriv.train.federated.trainer
+    import medpriv.train.hgb
     import medpriv.train.logreg
     import medpriv.train.split.trainer  # noqa: F401
 
