@@ -66,9 +66,7 @@ from medpriv.train.federated.rounds import Federation, RoundPlan, drive
 from medpriv.train.federated.secagg import SecAggSettings, SecureRound, secure_round
 from medpriv.train.federated.server import (
     clients_per_round,
-    load_federation,
     report_from_metrics,
-    save_federation,
 )
 from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights
@@ -128,11 +126,6 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         job, recipe, sizes, in_features=x_val.shape[1]
     )
     hidden = isinstance(accountant, ClientLevelAccountant) and accountant.hidden
-    federation = Federation.start(
-        initial_weights(
-            x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
-        )
-    )
     checkpoint = out / "checkpoint.pt"
     # What a resume must match (not the sites: a restarted run may have lost a hospital).
     meta = {
@@ -141,21 +134,28 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         "strategy": strategy.name,
         "hidden": list(recipe.hidden),
     }
+    rounds_plan = RoundPlan(
+        recipe=recipe,
+        strategy=strategy,
+        rounds=job.rounds,
+        fraction=job.fraction,
+        min_clients=min_clients,
+        seed=job.seed,
+        accountant=accountant,
+        participation=participation,
+        quiet=hidden,
+        checkpoint=checkpoint,
+        meta=meta,
+    )
+    federation = Federation.start(
+        initial_weights(
+            x_val.shape[1], recipe.hidden, seed=job.seed, positive_rate=float(np.mean(y_val))
+        )
+    )
     if job.resume and checkpoint.exists():
-        weights, best, history, _ = load_federation(checkpoint, strategy=strategy, meta=meta)
-        federation = Federation(weights=weights, best=best, history=history)
-        for record in history if accountant is not None else []:
-            accountant.after_round(record, report=False)
+        federation, _ = Federation.resumed(rounds_plan)
 
     def after_round(round_number: int, state: Federation, record: dict) -> None:
-        save_federation(
-            checkpoint,
-            weights=state.weights,
-            best=state.best,
-            history=state.history,
-            strategy=strategy,
-            meta=meta,
-        )
         who = (
             "participants withheld"
             if hidden
@@ -172,17 +172,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
     drive(
         GridPool(grid, job, sites=sites, sizes=sizes, shared=shared),
         federation,
-        RoundPlan(
-            recipe=recipe,
-            strategy=strategy,
-            rounds=job.rounds,
-            fraction=job.fraction,
-            min_clients=min_clients,
-            seed=job.seed,
-            accountant=accountant,
-            participation=participation,
-            quiet=hidden,
-        ),
+        rounds_plan,
         validation=(x_val, y_val),
         on_round=after_round,
     )

@@ -1,6 +1,7 @@
 """THE round loop of a federation, for both engines: client selection, one round of local
 training through a client pool, the aggregation (plain or SecAgg+), the global model's
-validation, the accountant, the best-round rule and the history.
+validation, the accountant, the best-round rule, the history, the checkpoint after every round
+and the resume from it.
 
 A `ClientPool` carries the messages: `LocalPool` (`medpriv.train.federated.engine`) calls the
 clients in this process; `GridPool` (`medpriv.train.federated.flower_app`) sends Flower
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -25,6 +27,8 @@ from medpriv.train.federated.server import (
     evaluate_weights,
     finish_round,
     finish_secure_round,
+    load_federation,
+    save_federation,
     select_clients,
 )
 from medpriv.train.federated.strategy import Strategy
@@ -72,6 +76,10 @@ class RoundPlan:
     participation: NoiseSource | None = None  # Poisson client sampling (client-level DP)
     quiet: bool = False  # log nothing about who took part
     report_epsilon: bool = True
+    checkpoint: Path | None = None  # written after every round
+    meta: dict[str, Any] = field(default_factory=dict)  # what a resume must match
+    # in process, the simulated clients' own privacy ledgers (as JSON), kept in the checkpoint
+    ledgers: Callable[[], dict[str, str]] | None = None
 
 
 @dataclass
@@ -85,6 +93,18 @@ class Federation:
     @classmethod
     def start(cls, weights: Weights) -> Federation:
         return cls(weights=weights, best=weights)
+
+    @classmethod
+    def resumed(cls, plan: RoundPlan) -> tuple[Federation, dict[str, str]]:
+        """The federation as `plan.checkpoint` left it (the strategy's state restored in
+        place, the accountant replayed over the rounds done), and the saved client ledgers."""
+        assert plan.checkpoint is not None
+        weights, best, history, ledgers = load_federation(
+            plan.checkpoint, strategy=plan.strategy, meta=plan.meta
+        )
+        for record in history if plan.accountant is not None else []:
+            plan.accountant.after_round(record, report=False)
+        return cls(weights=weights, best=best, history=history), ledgers
 
 
 RoundCallback = Callable[[int, Federation, dict[str, Any]], None]
@@ -141,6 +161,16 @@ def drive(
         if better_round(record, best_record):
             federation.best, best_record = weights, record
         federation.history.append(record)
+        if plan.checkpoint is not None:
+            save_federation(
+                plan.checkpoint,
+                weights=federation.weights,
+                best=federation.best,
+                history=federation.history,
+                strategy=plan.strategy,
+                meta=plan.meta,
+                ledgers=None if plan.ledgers is None else plan.ledgers(),
+            )
         if on_round is not None:
             on_round(round_number, federation, record)
     return federation

@@ -53,8 +53,6 @@ from medpriv.train.federated.rounds import Federation, RoundPlan, drive
 from medpriv.train.federated.server import (
     best_of,
     clients_per_round,
-    load_federation,
-    save_federation,
 )
 from medpriv.train.federated.strategy import Strategy, make_strategy
 from medpriv.train.federated.weights import Weights, n_bytes, set_weights
@@ -274,51 +272,37 @@ class FedAvgTrainer(Trainer):
             "fraction": fed.fraction,
             "min_clients": plan.min_clients,
         }
+        rounds_plan = RoundPlan(
+            recipe=recipe,
+            strategy=strategy,
+            rounds=fed.rounds,
+            fraction=fed.fraction,
+            min_clients=plan.min_clients,
+            seed=seed,
+            accountant=accountant,
+            participation=plan.participation,
+            quiet=plan.hidden,
+            report_epsilon=self.epsilon_each_round,
+            checkpoint=None if checkpoint is None else Path(checkpoint),
+            meta=meta,
+            ledgers=lambda: {name: ledger.to_json() for name, ledger in ledgers.items()},
+        )
         federation = Federation.start(
             _initial(data.x_train.shape[1], recipe.hidden, seed, data.y_val)
         )
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            weights, best, history, saved = load_federation(
-                Path(checkpoint), strategy=strategy, meta=meta
-            )
-            federation = Federation(weights=weights, best=best, history=history)
+            federation, saved = Federation.resumed(rounds_plan)
             for name, text in saved.items():  # the simulated clients' own ledgers
                 if name in ledgers:
                     ledgers[name].entries[:] = PrivacyLedger.from_json(text).entries
-            for record in history if accountant is not None else []:
-                accountant.after_round(record, report=False)
-
-        def after_round(round_number: int, state: Federation, record: dict[str, Any]) -> None:
-            if checkpoint is not None:
-                save_federation(
-                    Path(checkpoint),
-                    weights=state.weights,
-                    best=state.best,
-                    history=state.history,
-                    strategy=strategy,
-                    meta=meta,
-                    ledgers={name: ledger.to_json() for name, ledger in ledgers.items()},
-                )
-            if on_epoch is not None:
-                on_epoch(round_number, record)
-
         drive(
             LocalPool(clients, seed=seed),
             federation,
-            RoundPlan(
-                recipe=recipe,
-                strategy=strategy,
-                rounds=fed.rounds,
-                fraction=fed.fraction,
-                min_clients=plan.min_clients,
-                seed=seed,
-                accountant=accountant,
-                participation=plan.participation,
-                quiet=plan.hidden,
-                report_epsilon=self.epsilon_each_round,
-            ),
+            rounds_plan,
             validation=(data.x_val.numpy(), data.y_val.numpy()),
-            on_round=after_round,
+            on_round=None
+            if on_epoch is None
+            else lambda number, _state, record: on_epoch(number, record),
         )
         best, history = federation.best, federation.history
         best_record = best_of(history)
