@@ -111,6 +111,13 @@ def run(
     shadow_models: Annotated[
         int | None, typer.Option(help="shadow models for LiRA and RMIA (default 16)")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="your own scikit-learn classifier, run as the method 'model': "
+            "package.module:factory (a callable returning an unfitted estimator or Pipeline)"
+        ),
+    ] = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -305,6 +312,7 @@ def run(
             "attacks": [] if attacks is not None and attacks.strip() == "none" else attacks,
             "shadow_models": shadow_models,
             "device": device,
+            "model": model,
         },
         "privacy": {
             "target_epsilon": target_epsilon,

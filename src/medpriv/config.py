@@ -182,7 +182,8 @@ class RunConfig:
     `shadow_models` is LiRA's and RMIA's K; `inversion_steps` and `inversion_trials` are the
     gradient-inversion attacker's optimization budget per update and repeats per setting;
     `device` (auto, cpu, cuda) is where the multi-run audit's stacked runs are drawn (trainers
-    run on the CPU).
+    run on the CPU); `model` (package.module:factory) is the user's scikit-learn estimator, run
+    as the method `model`.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -196,6 +197,7 @@ class RunConfig:
     inversion_steps: int = 300
     inversion_trials: int = 2
     device: str = "auto"
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -552,6 +554,14 @@ class ExperimentConfig:
             problems.append(f"run.device (--device) must be one of {', '.join(DEVICES)}")
         if not r.methods:
             problems.append("run.methods (--methods) is empty; name at least one method")
+        named = {entry.split("@")[0].strip() for entry in r.methods}
+        if "model" in named and not r.model:
+            problems.append(
+                "run.methods lists 'model' but run.model (--model package.module:factory) is "
+                "not set"
+            )
+        elif r.model and "model" not in named:
+            problems.append("run.model (--model) is set: add 'model' to run.methods (--methods)")
         if not r.out.strip():
             problems.append("run.out (--out) is empty; name the folder for the run folders")
         for entry in r.methods:

@@ -199,6 +199,7 @@ def run_experiment(
             federated=config.federated,
             split_learning=config.split_learning,
             experiment=config,
+            model=config.run.model,
         )
         for m in {parse_method(entry)[0] for entry in config.run.methods}
     }

@@ -67,7 +67,11 @@ def test_every_registered_attack_reports_on_every_trainer(method: str):
     splits = _splits()
     config = TrainConfig(epochs=3, hidden=(16, 8))  # two layers: U-shaped split needs one
     privacy = PrivacyConfig(target_epsilon=1.0)
-    trainer = get_trainer(method, federated=FederatedConfig(rounds=3, partition="iid:4"))
+    trainer = get_trainer(
+        method,
+        federated=FederatedConfig(rounds=3, partition="iid:4"),
+        model="tests.train.estimators:forest",  # the user's-estimator method's factory
+    )
     model = trainer.fit(splits=splits, config=config, privacy=privacy, seed=0)
     block, results = run_attacks(
         model,

@@ -14,7 +14,11 @@ from tests.conftest import make_toy_dataset
 def test_trainer_contract(method: str):
     splits = split_by_unit(make_toy_dataset(800), seed=0)
     # Federated methods: 20 clients (client-level DP needs many), few rounds; others ignore it.
-    trainer = get_trainer(method, federated=FederatedConfig(partition="iid:20", rounds=8))
+    trainer = get_trainer(
+        method,
+        federated=FederatedConfig(partition="iid:20", rounds=8),
+        model="tests.train.estimators:pipeline",  # the user's-estimator method's factory
+    )
     private = getattr(trainer, "private", False)
     model = trainer.fit(
         splits=splits,

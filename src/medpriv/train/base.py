@@ -138,6 +138,7 @@ def _load_builtin_trainers() -> None:
     import medpriv.train.baseline
     import medpriv.train.dp
     import medpriv.train.dp_logreg
+    import medpriv.train.estimator
     import medpriv.train.federated.trainer
     import medpriv.train.hgb
     import medpriv.train.logreg

@@ -1,0 +1,148 @@
+"""A scikit-learn estimator as a medpriv method: the hospital's own model (`--model
+package.module:factory`) or a built-in one (`hgb`), trained on the same splits and preprocessing,
+measured and attacked like medpriv's own methods.
+
+The factory is a callable that returns an *unfitted* scikit-learn-compatible classifier (an
+estimator or a Pipeline) taking medpriv's design matrix: standardized numerics with missing
+indicators and one-hot categoricals, fitted on the training patients. It is imported from the
+user's own code by name — never unpickled from a file. Each fit calls the factory afresh (attack
+reference models are fresh refits on random halves); a `random_state` parameter, where the
+estimator has one, is set from the run seed. Its score is `decision_function` where the
+estimator has one, else the log-odds of `predict_proba`; Platt scaling on the validation
+patients is applied when asked (`--calibrate`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import logit
+
+from medpriv.config import PrivacyConfig, TrainConfig
+from medpriv.data.preprocess import Preprocessor
+from medpriv.data.splits import Splits
+from medpriv.errors import ConfigError
+from medpriv.metrics import auroc
+from medpriv.privacy.statement import PrivacySpent
+from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
+from medpriv.train.calibration import maybe_calibrate
+from medpriv.train.loop import EpochCallback
+
+Factory = Callable[[], Any]
+PROBABILITY_FLOOR = 1e-12  # keeps log-odds finite where predict_proba says 0 or 1
+
+
+def load_factory(spec: str) -> Factory:
+    """The callable named by `package.module:factory`, imported from the user's own code."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"--model must read package.module:factory, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--model {spec}: cannot import {module_name!r} ({exc})") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ConfigError(f"--model {spec}: {module_name} has no callable {attribute!r}")
+    return factory
+
+
+@dataclass
+class EstimatorScorer:
+    """Scores design matrices with a fitted classifier: its decision function, or the log-odds
+    of its probability of the positive class."""
+
+    estimator: Any
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        if hasattr(self.estimator, "decision_function"):
+            return np.asarray(self.estimator.decision_function(x), dtype=np.float64).ravel()
+        positive = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)[:, 1]
+        return logit(np.clip(positive, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR))
+
+
+def _fresh(factory: Factory, seed: int, source: str) -> Any:
+    estimator = factory()
+    for needed in ("fit", "get_params"):
+        if not hasattr(estimator, needed):
+            raise ConfigError(f"{source} did not return a scikit-learn classifier (no {needed})")
+    if not (hasattr(estimator, "decision_function") or hasattr(estimator, "predict_proba")):
+        raise ConfigError(f"{source}: the classifier has no decision_function or predict_proba")
+    seeded = {
+        key: seed
+        for key in estimator.get_params()
+        if key == "random_state" or key.endswith("__random_state")
+    }
+    if seeded:  # a Pipeline's steps too
+        estimator.set_params(**seeded)
+    return estimator
+
+
+def _iterations(estimator: Any) -> dict[str, int]:
+    """The iterations a fitted iterative estimator ran (n_iter_), when it says."""
+    found = getattr(estimator, "n_iter_", None)
+    return {} if found is None else {"iterations": int(np.max(found))}
+
+
+@TRAINERS.register("model")
+class EstimatorTrainer(Trainer):
+    """The user's estimator (`--model package.module:factory`). Fits once; nothing to resume,
+    so `checkpoint`/`resume` are accepted and unused."""
+
+    method = "model"
+
+    def __init__(self, model: str | None = None) -> None:
+        self.spec = model
+
+    def factory(self) -> Factory:
+        if self.spec is None:
+            raise ConfigError("the 'model' method needs --model package.module:factory")
+        return load_factory(self.spec)
+
+    def settings(self, estimator: Any) -> dict[str, Any]:
+        """What the run records about the estimator (plain values only)."""
+        plain = (bool, int, float, str, type(None))
+        params = {k: v for k, v in estimator.get_params(deep=False).items() if isinstance(v, plain)}
+        return {"estimator": type(estimator).__name__, "model": self.spec, **params}
+
+    def fit(
+        self,
+        *,
+        splits: Splits,
+        config: TrainConfig,
+        privacy: PrivacyConfig | None = None,
+        seed: int = 0,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> TrainedModel:
+        start = time.perf_counter()
+        pre = Preprocessor(splits.train.schema).fit(splits.train.features)
+        estimator = _fresh(self.factory(), seed, f"the {self.method} factory")
+        estimator.fit(pre.transform(splits.train.features), splits.train.labels)
+        x_val = pre.transform(splits.val.features)
+        scorer, calibration = maybe_calibrate(
+            EstimatorScorer(estimator), x_val, splits.val.labels, calibrate=bool(config.calibrate)
+        )
+        record = {"epoch": 1, "val_auroc": auroc(splits.val.labels, scorer.margin(x_val))}
+        if on_epoch is not None:
+            on_epoch(1, record)
+        return TrainedModel(
+            method=self.method,
+            preprocessor=pre,
+            scorer=scorer,
+            history=[record],
+            privacy=PrivacySpent(unit=splits.train.unit_name, sampling="none (not private)"),
+            cost=Cost(train_seconds=time.perf_counter() - start),
+            params={
+                **self.settings(estimator),
+                **_iterations(estimator),
+                "calibration": calibration,
+            },
+        )
