@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from scipy.special import logit
+from sklearn.exceptions import ConvergenceWarning
 
 from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
@@ -105,6 +107,10 @@ class EstimatorTrainer(Trainer):
             raise ConfigError("the 'model' method needs --model package.module:factory")
         return load_factory(self.spec)
 
+    def estimator(self, config: TrainConfig, seed: int) -> Any:
+        """A fresh, unfitted, seeded classifier for one fit."""
+        return _fresh(self.factory(), seed, f"the {self.method} factory")
+
     def settings(self, estimator: Any) -> dict[str, Any]:
         """What the run records about the estimator (plain values only)."""
         plain = (bool, int, float, str, type(None))
@@ -123,9 +129,12 @@ class EstimatorTrainer(Trainer):
         on_epoch: EpochCallback | None = None,
     ) -> TrainedModel:
         start = time.perf_counter()
+        config = config.resolved(self.recipe)
         pre = Preprocessor(splits.train.schema).fit(splits.train.features)
-        estimator = _fresh(self.factory(), seed, f"the {self.method} factory")
-        estimator.fit(pre.transform(splits.train.features), splits.train.labels)
+        estimator = self.estimator(config, seed)
+        with warnings.catch_warnings():  # an iteration cap reached is the recipe's, not an error
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator.fit(pre.transform(splits.train.features), splits.train.labels)
         x_val = pre.transform(splits.val.features)
         scorer, calibration = maybe_calibrate(
             EstimatorScorer(estimator), x_val, splits.val.labels, calibrate=bool(config.calibrate)
