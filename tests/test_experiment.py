@@ -177,7 +177,7 @@ def test_unknown_method_fails_before_loading_data(tmp_path: Path):
     with pytest.raises(
         ValueError,
         match="unknown method 'nope'; valid: baseline, dp-logreg, dp-sgd, fedavg, fedavg-cdp, "
-        "fedavg-dp, logreg",
+        "fedavg-dp, hgb, logreg, model",
     ):
         run_experiment(config)
 
