@@ -27,7 +27,7 @@ def _config(tmp_path, engine: str, attacks: list[str], **federated):
                 "progress": False,
             },
             "train": {"hidden": [16]},
-            "federated": {"rounds": 2, "engine": engine, **federated},
+            "federated": {"rounds": 1, "engine": engine, **federated},
         },
     )
 

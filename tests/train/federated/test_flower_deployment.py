@@ -220,7 +220,7 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         assert rounds[1]["clients"] == 2 and "SICU" in rounds[1]["dropped"]
         # the lost hospital is said to have returned no held-out figures; the report renders
         done = json.loads((tmp_path / "lost" / "done.json").read_text())
-        assert "SICU" in done["evaluation"]["missing"]
+        assert done["evaluation"]["missing"]["SICU"].startswith("not asked")  # no wait for it
         assert set(done["evaluation"]["sites"]) == {"CCU", "MICU"}
         assert (tmp_path / "lost" / "report.html").is_file()
         assert json.loads((tmp_path / "lost" / "results.json").read_text())["engine"] == "flower"

@@ -177,8 +177,14 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         on_round=after_round,
     )
     history = federation.history
+    last = federation.history[-1] if federation.history else {}
+    lost = {  # a refusal comes from a live node: only the silent and the failed are skipped
+        site: f"not asked: no update in the last round ({reason})"
+        for site, reason in (last.get("dropped") or {}).items()
+        if not str(reason).startswith("refused")
+    }
     histograms, membership, missing = evaluate_on_sites(
-        grid, job, sites, shared, federation.best, recipe.hidden
+        grid, job, sites, shared, federation.best, recipe.hidden, lost
     )
     evaluation = {**federated_utility(histograms), "missing": missing}
     exposure = federated_exposure(membership)
@@ -235,12 +241,16 @@ def evaluate_on_sites(
     shared: dict,
     weights: Weights,
     hidden: tuple[int, ...],
+    lost: dict[str, str] | None = None,
 ) -> tuple[dict[str, ScoreHistogram], dict[str, ScoreHistogram], dict[str, str]]:
     """Federated evaluation of `weights`: every site scores it on its own held-out patients and
     attacks it with its own patients, returning histograms only (`federated.evaluation`); (the
     utility histograms by site, the membership histograms by site, the sites that returned
-    none with why)."""
-    connected = set(grid.get_node_ids())
+    none with why). Sites in `lost` (they sent no update in the last round: failed, gone or
+    silent) are not asked again — waiting a whole round timeout for each would only delay
+    the report."""
+    lost = lost or {}
+    connected = set(grid.get_node_ids()) - {sites[site] for site in lost if site in sites}
     messages = {
         site: Message(
             content=RecordDict(
@@ -257,7 +267,11 @@ def evaluate_on_sites(
     }
     histograms: dict[str, ScoreHistogram] = {}
     membership: dict[str, ScoreHistogram] = {}
-    missing = {site: "node not connected" for site, node in sites.items() if node not in connected}
+    missing = {
+        site: lost.get(site, "node not connected")
+        for site, node in sites.items()
+        if node not in connected
+    }
     for site, reply in exchange(grid, messages, job.round_timeout, job.poll_interval).items():
         if isinstance(reply, str):
             missing[site] = reply
