@@ -32,6 +32,7 @@ from medpriv.train.base import Cost
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.evaluation import BINS, SPAN, ScoreHistogram
 from medpriv.train.federated.job import FederatedJob
+from medpriv.train.federated.server import best_of
 
 ENGINE = "flower"
 HELD_OUT_UNPROTECTED = (
@@ -98,7 +99,7 @@ def federated_results(
         utility = utility_metrics(labels, scores, n_boot=bootstrap, seed=job.seed)
         run_curves = curves(labels, scores)
     utility["federated"] = evaluation  # combined and per-site, with the binning error
-    best = max(history, key=lambda r: (r["val_auroc"], -r["val_loss"]), default=None)
+    best = best_of(history)  # the round the driver kept
     params = {
         **asdict(recipe),
         "hidden": list(recipe.hidden),
