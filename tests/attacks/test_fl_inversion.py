@@ -29,7 +29,10 @@ def test_non_federated_models_are_left_out():
     assert fl_inversion(model, splits) is None
 
 
-def test_a_fedavg_dp_servers_every_view_is_noised():
+def test_a_fedavg_dp_servers_every_view_is_noised(monkeypatch):
+    """fedavg-dp clients only send DP-SGD updates: no view the server simulates is noiseless."""
+    from medpriv.attacks import fl_inversion as module
+
     splits = split_by_unit(make_toy_dataset(600), seed=0)
     trainer = get_trainer("fedavg-dp", federated=FederatedConfig(rounds=3))
     model = trainer.fit(
@@ -38,11 +41,28 @@ def test_a_fedavg_dp_servers_every_view_is_noised():
         privacy=PrivacyConfig(target_epsilon=3.0),
         seed=0,
     )
-    block = fl_inversion(model, splits, seed=0, trials=3)
+    sigmas: list[float] = []
+    real_dp_gradient, real_update = module._dp_gradient, module._fedavg_update
+
+    def spied_dp_gradient(*args, sigma, **kwargs):
+        sigmas.append(sigma)
+        return real_dp_gradient(*args, sigma=sigma, **kwargs)
+
+    def checked_update(*args, dp=None, **kwargs):
+        assert dp is not None, "a fedavg-dp client's local update simulated without noise"
+        return real_update(*args, dp=dp, **kwargs)
+
+    def no_plain_gradient(*args, **kwargs):
+        raise AssertionError("a fedavg-dp client's gradient simulated without noise")
+
+    monkeypatch.setattr(module, "_dp_gradient", spied_dp_gradient)
+    monkeypatch.setattr(module, "_fedavg_update", checked_update)
+    monkeypatch.setattr(module, "_gradient", no_plain_gradient)
+    block = fl_inversion(model, splits, seed=0, trials=1, steps=20, restarts=1)
     assert block["protocol"]["client_updates"].startswith("DP-SGD")
     assert block["dp"]["noise_multiplier"] == model.params["noise_multiplier"]
-    one = block["fedsgd"]["1"]
-    assert one["accuracy"] <= one["baseline_accuracy"] + 0.15
+    assert sigmas and set(sigmas) == {model.params["noise_multiplier"]}
+    assert set(block) >= {"fedsgd", "fedavg", "dp", "secagg"}
 
 
 def test_the_victims_dp_view_is_simulated_through_the_privacy_core():

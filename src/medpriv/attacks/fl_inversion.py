@@ -146,6 +146,7 @@ def fl_inversion(
                 y,
                 lr=float(params.get("lr") or 0.05),
                 momentum=float(params.get("momentum") or 0.0),
+                dp=(dp_sigma, dp_clip, attack_seed) if protocol_dp else None,
             )
             found = invert_fedavg(
                 network,
