@@ -35,6 +35,7 @@ def _config(toy_csv: Path, out: Path, epochs: int = 4, attacks: tuple[str, ...] 
                 "bootstrap": 50,
                 "attacks": list(attacks),
                 "shadow_models": 4,
+                "min_group_units": 10,
             },
             "train": {"epochs": epochs, "patience": 50, "batch_size": 64},
         },
@@ -71,6 +72,14 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
             assert block["n_members"] == run["splits"]["train"]  # one record per unit here
             assert block["n_nonmembers"] == run["splits"]["test"]
             assert block["nonmembers_from"] == "test"
+        subgroups = run["subgroups"]  # the sensitive column; a csv has no age or site here
+        assert subgroups["membership_attack"] == "mia_lira" and subgroups["min_units"] == 10
+        (attribute,) = subgroups["attributes"]
+        assert attribute["attribute"] == "group"
+        groups = attribute["groups"]
+        assert {g["group"] for g in groups} == {"a", "b", "c"}
+        assert sum(g["units"] for g in groups) == run["splits"]["test"]
+        assert all("auroc" in g and "membership" in g for g in groups)
     assert len(on_disk["runs"][0]["history"]) == 4
     html = (run_dir / "report.html").read_text()
     markdown = (run_dir / "report.md").read_text()
@@ -80,6 +89,7 @@ def test_experiment_writes_contract_results_report_and_config(toy_csv: Path, tmp
     assert (run_dir / "report.md").read_text() == markdown
     assert "baseline seed=1" in html and "data:image/png;base64," in html
     assert "Membership inference" in html and "ε lower bound" in html
+    assert 'id="who-pays"' in html and "## Who pays — subgroups" in markdown
     assert load_config(run_dir / "config.toml") == config
     assert events.count("run_end") == 4 and events[-1] == "done"
     assert not list(run_dir.glob(".*.tmp"))

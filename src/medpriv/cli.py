@@ -125,6 +125,13 @@ def run(
             "draws its runs (training stays on the CPU)"
         ),
     ] = None,
+    min_group: Annotated[
+        int | None,
+        typer.Option(
+            help="fewest patients (privacy units) a subgroup needs to be shown in the report's "
+            "'who pays' section (default 50; smaller groups are suppressed)"
+        ),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="parent folder of the run folder")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML experiment file")] = None,
     resume: Annotated[
@@ -313,6 +320,7 @@ def run(
             "shadow_models": shadow_models,
             "device": device,
             "model": model,
+            "min_group_units": min_group,
         },
         "privacy": {
             "target_epsilon": target_epsilon,

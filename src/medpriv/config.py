@@ -172,6 +172,9 @@ DP_RECIPE: dict[str, Any] = {
 }
 
 
+MIN_GROUP_UNITS = 50  # a report subgroup with fewer privacy units is suppressed
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What to run and where to write it.
@@ -183,7 +186,8 @@ class RunConfig:
     gradient-inversion attacker's optimization budget per update and repeats per setting;
     `device` (auto, cpu, cuda) is where the multi-run audit's stacked runs are drawn (trainers
     run on the CPU); `model` (package.module:factory) is the user's scikit-learn estimator, run
-    as the method `model`.
+    as the method `model`; `min_group_units` is the fewest privacy units a subgroup of the
+    report's "who pays" section needs to be shown (smaller groups are suppressed).
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -198,6 +202,7 @@ class RunConfig:
     inversion_trials: int = 2
     device: str = "auto"
     model: str | None = None
+    min_group_units: int = MIN_GROUP_UNITS
 
 
 @dataclass(frozen=True)
@@ -397,6 +402,7 @@ RANGES: dict[str, Range] = {
     "run.shadow_models": _whole(2, "--shadow-models", MAX_SHADOW_MODELS),
     "run.inversion_steps": _whole(1),
     "run.inversion_trials": _whole(1),
+    "run.min_group_units": _whole(10, "--min-group"),
     "privacy.target_epsilon": _positive("--target-epsilon", MAX_EPSILON),
     "privacy.noise_multiplier": _positive("--noise-multiplier", MAX_NOISE_MULTIPLIER),
     "privacy.delta": Range(MIN_DELTA, 1, high_open=True, flag="--delta"),

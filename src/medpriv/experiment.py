@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medpriv import __version__
-from medpriv.attacks.runner import run_attacks
+from medpriv.attacks.runner import AttackPool, run_attacks
 from medpriv.config import ExperimentConfig, PrivacyConfig, parse_method, to_toml
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.sources import load_dataset
@@ -20,6 +20,7 @@ from medpriv.errors import ConfigError, MedprivError
 from medpriv.files import clean_output_folders, output_folder, write_text_atomic
 from medpriv.metrics import choose_threshold, curves, utility_metrics
 from medpriv.results import results_json, run_entry
+from medpriv.subgroups import subgroup_block
 from medpriv.train.base import TrainedModel, get_trainer
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -307,9 +308,10 @@ def _train_and_measure(
         split_sizes=splits.sizes(),
     )
     entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
+    membership: dict[str, Any] = {}
     if config.run.attacks:
         started = time.perf_counter()
-        entry["attacks"], _ = run_attacks(
+        entry["attacks"], membership = run_attacks(
             model,
             splits,
             attacks=config.run.attacks,
@@ -324,4 +326,16 @@ def _train_and_measure(
             progress=lambda text: notify("attack", {"name": name, "text": text}),
         )
         entry["cost"]["attack_seconds"] = round(time.perf_counter() - started, 4)
+    subgroups = subgroup_block(
+        test=splits.test,
+        test_prob=model.predict_proba(splits.test),
+        reference=splits.val,
+        pool=AttackPool.from_splits(splits).records if membership else None,
+        membership=membership,
+        min_units=config.run.min_group_units,
+        n_boot=config.run.bootstrap,
+        seed=seed,
+    )
+    if subgroups is not None:
+        entry["subgroups"] = subgroups
     return entry

@@ -21,6 +21,10 @@ IMAGES_JS = (
     "JSON.stringify(Array.from(document.images).map(i => "
     "({alt: i.alt, complete: i.complete, width: i.naturalWidth})))"
 )
+SECTIONS_JS = (
+    "JSON.stringify(Object.fromEntries(Array.from(document.querySelectorAll('section[id]'))"
+    ".map(s => [s.id, s.getBoundingClientRect().height])))"
+)
 
 
 def find_chromium() -> str | None:
@@ -29,11 +33,13 @@ def find_chromium() -> str | None:
 
 @dataclass
 class PageCheck:
-    """What the browser saw: console errors, images (alt, loaded, width), the page height."""
+    """What the browser saw: console errors, images (alt, loaded, width), the page height and
+    each section's laid-out height by id."""
 
     errors: list[str] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
     height: int = 0
+    sections: dict[str, float] = field(default_factory=dict)
 
 
 class _Pipe:
@@ -141,6 +147,7 @@ def check_page(page: Path, screenshot: Path, *, binary: str, width: int = 1280) 
             pipe.send("Page.navigate", session, url=page.resolve().as_uri())
             pipe.wait_for("Page.loadEventFired", timeout=60)
             images = pipe.send("Runtime.evaluate", session, expression=IMAGES_JS)
+            sections = pipe.send("Runtime.evaluate", session, expression=SECTIONS_JS)
             height = pipe.send(
                 "Runtime.evaluate", session, expression="document.documentElement.scrollHeight"
             )
@@ -151,6 +158,7 @@ def check_page(page: Path, screenshot: Path, *, binary: str, width: int = 1280) 
             check = PageCheck(
                 images=json.loads(images["result"]["value"]),
                 height=int(height["result"]["value"]),
+                sections=json.loads(sections["result"]["value"]),
             )
             for event in pipe.events:
                 params = event.get("params", {})

@@ -41,6 +41,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path):
     broken = [image for image in check.images if not image["complete"] or image["width"] < 100]
     assert broken == []
     assert check.height > 2000  # the whole page laid out, not an error page
+    assert check.sections.get("who-pays", 0) > 300  # the subgroup tables laid out
     assert (
         screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
     )

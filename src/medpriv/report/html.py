@@ -18,7 +18,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from medpriv.report import plots, summary
+from medpriv.report import plots, summary, who_pays
 from medpriv.report.frontier import audit_figure, frontier
 from medpriv.report.plots import number
 
@@ -743,6 +743,43 @@ def _attacks_section(runs: list[dict]) -> str:
     )
 
 
+def _who_pays_section(rows: list[summary.Row]) -> str:
+    """Per attribute: each group's test AUROC per method (a private model's gap to its
+    non-private counterpart beside it) and its membership exposure."""
+    tables = who_pays.attribute_tables(rows)
+    if not tables:
+        return ""
+    parts = []
+    for table in tables:
+        labels = [row.label for row in rows if row.label in table.cells]
+        headers = ["Group", ("Test patients", "num")] + [(label, "num") for label in labels]
+        utility = [
+            [(_e(group), ""), (_e(who_pays.units_text(table.units[group])), "num")]
+            + [(_e(who_pays.utility_text(table.cells[label][group])), "num") for label in labels]
+            for group in table.groups
+        ]
+        exposure = [
+            [(_e(group), ""), (_e(who_pays.units_text(table.units[group])), "num")]
+            + [(_e(who_pays.exposure_text(table.cells[label][group])), "num") for label in labels]
+            for group in table.groups
+        ]
+        parts.append(
+            f'<h3>{_e(table.attribute)} <span class="muted">({_e(table.source)})</span></h3>'
+            '<p class="muted">Test AUROC</p>'
+            + _table(headers, utility)
+            + '<p class="muted">Membership exposure: TPR at 1% FPR</p>'
+            + _table(headers, exposure)
+        )
+    gaps = who_pays.largest_gaps(rows, tables)
+    summary_list = "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in gaps) + "</ul>" if gaps else ""
+    return (
+        '<section id="who-pays"><h2>Who pays — subgroups</h2>'
+        + summary_list
+        + "".join(parts)
+        + f'<p class="note">{_e(who_pays.note(rows))}.</p></section>'
+    )
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -936,6 +973,7 @@ def render_report(results: dict) -> str:
             + _dataset_section(dataset, _dict(results.get("config")))
             + _runs_section(runs)
             + _attacks_section(runs)
+            + _who_pays_section(rows)
             + _figures_section(runs, rows)
         )
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medpriv.report import summary
+from medpriv.report import summary, who_pays
 from medpriv.report.plots import number
 
 
@@ -91,6 +91,29 @@ def _statements(rows: list[summary.Row]) -> list[str]:
     return [*lines, ""]
 
 
+def _who_pays(rows: list[summary.Row]) -> list[str]:
+    tables = who_pays.attribute_tables(rows)
+    if not tables:
+        return []
+    lines = ["## Who pays — subgroups", ""]
+    lines += [f"- {s}" for s in who_pays.largest_gaps(rows, tables)]
+    for table in tables:
+        labels = [row.label for row in rows if row.label in table.cells]
+        lines += ["", f"### {table.attribute}{who_pays.source_text(table)}", ""]
+        lines += _table(
+            ["Group", "Test patients"]
+            + [f"{label} AUROC" for label in labels]
+            + [f"{label} TPR@1%FPR" for label in labels],
+            [
+                [group, who_pays.units_text(table.units[group])]
+                + [who_pays.utility_text(table.cells[label][group]) for label in labels]
+                + [who_pays.exposure_text(table.cells[label][group]) for label in labels]
+                for group in table.groups
+            ],
+        )
+    return [*lines, "", who_pays.note(rows) + ".", ""]
+
+
 def render_markdown(document: dict) -> str:
     """The Markdown companion of report.html."""
     runs = [r for r in document.get("runs") or [] if isinstance(r, dict)]
@@ -111,6 +134,7 @@ def render_markdown(document: dict) -> str:
     if runs:
         lines += _headline(runs, summary.measured_on(document))
         lines += _statements(rows)
+        lines += _who_pays(rows)
     else:
         lines += ["No runs in this results document yet.", ""]
     lines += _dataset(document)

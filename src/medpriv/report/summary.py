@@ -165,21 +165,34 @@ COUNTERPARTS = {
 }
 
 
-def _auroc_gaps(row: Row, rows: list[Row]) -> Stat:
-    """The counterpart's AUROC minus this row's, seed by seed (seeds both have)."""
+def counterpart_by_seed(
+    row: Row, rows: list[Row], read: Callable[[dict], float | None]
+) -> dict[Any, float]:
+    """Seed -> `read` of the non-private counterpart's run with that seed (empty for a row
+    that is not private or has no counterpart)."""
     if not row.private:
-        return Stat(None)
+        return {}
     method = COUNTERPARTS.get(row.method, row.method)
     reference: dict[Any, float] = {}
     for other in rows:
         if other.method == method and not other.private:
             for run in other.runs:
-                if (value := _path(run, "utility", "auroc")) is not None:
+                if (value := read(run)) is not None:
                     reference.setdefault(run.get("seed"), value)
+    return reference
+
+
+def _auroc_gaps(row: Row, rows: list[Row]) -> Stat:
+    """The counterpart's AUROC minus this row's, seed by seed (seeds both have)."""
+
+    def read(run: dict) -> float | None:
+        return _path(run, "utility", "auroc")
+
+    reference = counterpart_by_seed(row, rows, read)
     gaps = [
         reference[run.get("seed")] - value
         for run in row.runs
-        if run.get("seed") in reference and (value := _path(run, "utility", "auroc")) is not None
+        if run.get("seed") in reference and (value := read(run)) is not None
     ]
     return Stat.of(gaps)
 
