@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from medpriv.attacks.catalog import ATTACK_NAMES, DEFAULT_ATTACKS
 from medpriv.cli_common import (
     AUDIT_EXIT,
     OneLineGroup,
@@ -104,8 +105,8 @@ def run(
     attacks: Annotated[
         str | None,
         typer.Option(
-            help="attacks on every model: mia_loss,mia_lira,mia_rmia,audit,attribute "
-            "(default: all), or none"
+            help=f"attacks on every model, from {','.join(ATTACK_NAMES)} "
+            f"(default: {','.join(DEFAULT_ATTACKS)}), or none"
         ),
     ] = None,
     shadow_models: Annotated[

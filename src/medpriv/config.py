@@ -11,6 +11,7 @@ from typing import Any
 
 import tomllib
 
+from medpriv.attacks.catalog import ATTACK_NAMES, DEFAULT_ATTACKS
 from medpriv.data.partition import PartitionSpec
 from medpriv.errors import ConfigError
 from medpriv.untrusted import printable
@@ -75,16 +76,6 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("adam", "sgd")
-ATTACK_NAMES = (
-    "mia_loss",
-    "mia_lira",
-    "mia_rmia",
-    "audit",
-    "attribute",
-    "fl_inversion",
-    "sl_label_leakage",
-    "sl_reconstruction",
-)
 # What `medpriv run` does with no arguments (issue 7): the comparison a hospital decides on.
 DEFAULT_METHODS = (
     "baseline",
@@ -95,14 +86,6 @@ DEFAULT_METHODS = (
     "fedavg",
     "fedavg-dp@3",
     "split-ushaped",
-)
-DEFAULT_ATTACKS = (
-    "mia_loss",
-    "mia_lira",
-    "audit",
-    "attribute",
-    "fl_inversion",
-    "sl_label_leakage",
 )
 
 # `medpriv run --quick`: the same comparison, smaller — a smoke test of the whole pipeline in

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medpriv.attacks.base import AttackInput, AttackResult
+from medpriv.attacks.catalog import ATTACK_NAMES
 from medpriv.attacks.mia import (
     lira_scores,
     logit_confidence,
@@ -32,14 +33,13 @@ from medpriv.attacks.mia import (
     rmia_scores,
     true_label_probability,
 )
-from medpriv.config import ATTACK_NAMES, PrivacyConfig, TrainConfig
+from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.dataset import TabularDataset, concat
 from medpriv.data.splits import Splits
 from medpriv.registry import Registry
 from medpriv.train.base import TrainedModel, Trainer
 
 ALL_ATTACKS = ATTACK_NAMES  # registry order: membership attacks before the audit
-MEMBERSHIP_ATTACKS = ("mia_loss", "mia_lira", "mia_rmia")
 VECTORIZED_METHODS = ("baseline", "dp-sgd")
 NONMEMBER_PART = "test"  # the split whose units are the membership attacks' non-members
 Progress = Callable[[str], None]

@@ -18,6 +18,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from medpriv.attacks.catalog import ATTACK_TITLES
 from medpriv.report import plots, summary, who_pays
 from medpriv.report.frontier import audit_figure, frontier
 from medpriv.report.plots import number
@@ -653,23 +654,6 @@ def _audit_warning(runs: list[dict]) -> str:
         "The DP implementation or its accounting is likely wrong for the runs below; do not "
         f"rely on their ε until this is resolved.<ul>{''.join(items)}</ul></div>"
     )
-
-
-ATTACK_TITLES = {
-    "mia_loss": "Membership inference — loss threshold",
-    "mia_lira": "Membership inference — LiRA",
-    "mia_rmia": "Membership inference — RMIA",
-    "audit": "Empirical ε audit",
-    "audit_white_box": "Canary audit — white-box (the mechanism: every noisy update seen)",
-    "audit_white_box_runs": (
-        "Canary audit — white-box, many runs (the mechanism as recorded, one canary per run)"
-    ),
-    "audit_black_box": "Canary audit — black-box (the released model's most exposed patient)",
-    "attribute": "Attribute inference",
-    "fl_inversion": "Gradient inversion of federated updates",
-    "sl_label_leakage": "Split learning — label leakage",
-    "sl_reconstruction": "Split learning — input reconstruction",
-}
 
 
 def _attack_table(attack: str, keys: list[str], runs: list[dict]) -> str:

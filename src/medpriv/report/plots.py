@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from medpriv.attacks.catalog import MIA_PANELS
+
 __all__ = [
     "confusion_matrices",
     "has_confusion",
@@ -332,9 +334,6 @@ def epsilon_curves(runs: Sequence[dict]) -> Figure | None:
     _style(ax)
     _legend(ax, 4.2)
     return fig
-
-
-MIA_PANELS = (("mia_loss", "Loss threshold"), ("mia_lira", "LiRA"), ("mia_rmia", "RMIA"))
 
 
 def _attack_roc(run: dict, attack: str) -> tuple[np.ndarray, np.ndarray] | None:
