@@ -549,8 +549,6 @@ class ExperimentConfig:
                 "run.methods lists 'model' but run.model (--model package.module:factory) is "
                 "not set"
             )
-        elif r.model and "model" not in named:
-            problems.append("run.model (--model) is set: add 'model' to run.methods (--methods)")
         if not r.out.strip():
             problems.append("run.out (--out) is empty; name the folder for the run folders")
         for entry in r.methods:
@@ -711,6 +709,11 @@ def build_config(values: dict[str, Any]) -> ExperimentConfig:
         sections[name] = cls(**coerced)
     if problems:
         raise ConfigError("; ".join(problems))
+    run = sections.get("run")
+    named = {entry.split("@")[0].strip() for entry in run.methods} if run else set()
+    if isinstance(run, RunConfig) and run.model and "model" not in named:
+        # --model runs the user's model as the method `model`
+        sections["run"] = dataclasses.replace(run, methods=(*run.methods, "model"))
     return ExperimentConfig(**sections).validate()
 
 

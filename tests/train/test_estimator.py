@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medpriv.attacks.runner import run_attacks
-from medpriv.config import ExperimentConfig, RunConfig, TrainConfig
+from medpriv.config import ExperimentConfig, RunConfig, TrainConfig, load_config
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ConfigError
 from medpriv.metrics import auroc
@@ -68,5 +68,9 @@ def test_what_the_factory_returns_and_the_flags_are_checked(splits):
         get_trainer("model").fit(splits=splits, config=TrainConfig(), seed=0)
     with pytest.raises(ConfigError, match=r"--model package\.module:factory"):
         ExperimentConfig(run=RunConfig(methods=("model",))).validate()
-    with pytest.raises(ConfigError, match="add 'model'"):
-        ExperimentConfig(run=RunConfig(model="tests.train.estimators:forest")).validate()
+    # --model alone adds the user's model to the methods
+    spec = "tests.train.estimators:forest"
+    config = load_config(None, {"run": {"methods": "baseline,hgb", "model": spec}})
+    assert config.run.methods == ("baseline", "hgb", "model")
+    again = load_config(None, {"run": {"methods": "model,baseline", "model": spec}})
+    assert again.run.methods == ("model", "baseline")
