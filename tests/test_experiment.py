@@ -265,6 +265,7 @@ def test_cli_federated_methods_fill_results_and_attacks(toy_csv: Path, tmp_path:
             "--out",
             str(tmp_path / "runs"),
             "--no-progress",
+            "--quick",  # small attack budgets (the flags above win over its data and rounds)
         ],
     )
     assert result.exit_code == 0, result.output

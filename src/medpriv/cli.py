@@ -119,6 +119,13 @@ def run(
             "package.module:factory (a callable returning an unfitted estimator or Pipeline)"
         ),
     ] = None,
+    model_input: Annotated[
+        str | None,
+        typer.Option(
+            help="what --model's estimator takes: design (medpriv's preprocessing, default) or "
+            "table (the feature table, categoricals as pandas categories: its own pipeline)"
+        ),
+    ] = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -321,6 +328,7 @@ def run(
             "shadow_models": shadow_models,
             "device": device,
             "model": model,
+            "model_input": model_input,
             "min_group_units": min_group,
         },
         "privacy": {

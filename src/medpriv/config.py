@@ -169,8 +169,10 @@ class RunConfig:
     gradient-inversion attacker's optimization budget per update and repeats per setting;
     `device` (auto, cpu, cuda) is where the multi-run audit's stacked runs are drawn (trainers
     run on the CPU); `model` (package.module:factory) is the user's scikit-learn estimator, run
-    as the method `model`; `min_group_units` is the fewest privacy units a subgroup of the
-    report's "who pays" section needs to be shown (smaller groups are suppressed).
+    as the method `model`, taking medpriv's design matrix or, with `model_input = "table"`, the
+    feature table (its own preprocessing); `min_group_units` is the fewest privacy units a
+    subgroup of the report's "who pays" section needs to be shown (smaller groups are
+    suppressed).
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -185,6 +187,7 @@ class RunConfig:
     inversion_trials: int = 2
     device: str = "auto"
     model: str | None = None
+    model_input: str = "design"
     min_group_units: int = MIN_GROUP_UNITS
 
 
@@ -222,6 +225,7 @@ class PrivacyConfig:
 TUNING = ("none", "private")
 FL_STRATEGIES = ("fedavg", "fedprox", "fedadam")
 FL_ENGINES = ("inprocess", "flower")  # flower: a local deployment (medpriv run --engine)
+MODEL_INPUTS = ("design", "table")  # what --model's estimator takes (`medpriv.train.estimator`)
 DEVICES = ("auto", "cpu", "cuda")  # `medpriv.device`
 # Local training of federated clients: plain SGD with momentum, a fresh optimizer each round.
 FEDAVG_RECIPE: dict[str, Any] = {
@@ -426,6 +430,7 @@ OPTION_FLAGS = {
     "train.optimizer": "--optimizer",
     "train.calibrate": "--calibrate",
     "run.methods": "--methods",
+    "run.model_input": "--model-input",
     "run.out": "--out",
     "run.attacks": "--attacks",
     "privacy.accountant": "--accountant",
@@ -538,6 +543,10 @@ class ExperimentConfig:
             problems.append(
                 f"run.attacks (--attacks): unknown attacks {unknown}; choose from "
                 f"{', '.join(ATTACK_NAMES)} (or none)"
+            )
+        if r.model_input not in MODEL_INPUTS:
+            problems.append(
+                f"run.model_input (--model-input) must be one of {', '.join(MODEL_INPUTS)}"
             )
         if r.device not in DEVICES:
             problems.append(f"run.device (--device) must be one of {', '.join(DEVICES)}")

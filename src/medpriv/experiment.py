@@ -201,6 +201,7 @@ def run_experiment(
             split_learning=config.split_learning,
             experiment=config,
             model=config.run.model,
+            model_input=config.run.model_input,
         )
         for m in {parse_method(entry)[0] for entry in config.run.methods}
     }

@@ -23,17 +23,25 @@ def splits():
 
 
 @pytest.mark.parametrize(
-    ("factory", "name"),
-    [("forest", "RandomForestClassifier"), ("pipeline", "Pipeline")],
+    ("factory", "model_input", "name"),
+    [
+        ("forest", "design", "RandomForestClassifier"),
+        ("pipeline", "design", "Pipeline"),
+        ("table_pipeline", "table", "Pipeline"),  # its own preprocessing of the raw table
+    ],
 )
-def test_a_factory_is_trained_seeded_and_attacked_like_any_method(splits, factory, name):
-    trainer = get_trainer("model", model=f"tests.train.estimators:{factory}")
+def test_a_factory_is_trained_seeded_and_attacked_like_any_method(
+    splits, factory, model_input, name
+):
+    spec = f"tests.train.estimators:{factory}"
+    trainer = get_trainer("model", model=spec, model_input=model_input)
     model = trainer.fit(splits=splits, config=TrainConfig(), seed=4)
     again = trainer.fit(splits=splits, config=TrainConfig(), seed=4)
     np.testing.assert_array_equal(model.margin(splits.test), again.margin(splits.test))
     assert auroc(splits.test.labels, model.margin(splits.test)) > 0.75
     assert np.all(np.isfinite(model.margin(splits.test)))
     assert model.params["estimator"] == name and model.privacy.epsilon is None
+    assert model.params["model_input"] == model_input
     block, _ = run_attacks(
         model,
         splits,
@@ -64,10 +72,14 @@ def test_what_the_factory_returns_and_the_flags_are_checked(splits):
     odd = get_trainer("model", model="tests.train.estimators:not_a_classifier")
     with pytest.raises(ConfigError, match="scikit-learn classifier"):
         odd.fit(splits=splits, config=TrainConfig(), seed=0)
+    with pytest.raises(ConfigError, match="model input must be one of"):
+        get_trainer("model", model="tests.train.estimators:forest", model_input="raw")
     with pytest.raises(ConfigError, match="needs --model"):
         get_trainer("model").fit(splits=splits, config=TrainConfig(), seed=0)
     with pytest.raises(ConfigError, match=r"--model package\.module:factory"):
         ExperimentConfig(run=RunConfig(methods=("model",))).validate()
+    with pytest.raises(ConfigError, match=r"--model-input\) must be one of design, table"):
+        ExperimentConfig(run=RunConfig(model="a:b", model_input="raw")).validate()
     # --model alone adds the user's model to the methods
     spec = "tests.train.estimators:forest"
     config = load_config(None, {"run": {"methods": "baseline,hgb", "model": spec}})

@@ -1,6 +1,7 @@
 """Preprocessing fitted on training rows only.
 
-Median imputation with missing indicators, standardization, one-hot encoding.
+`Preprocessor`: median imputation with missing indicators, standardization, one-hot encoding.
+`TableColumns`: the typed feature table, for estimators that bring their own preprocessing.
 """
 
 from __future__ import annotations
@@ -114,3 +115,37 @@ def _as_levels(values: pd.Series) -> pd.Series:
     """Categorical values as stripped strings, with missing as its own level."""
     text = values.astype("object").where(values.notna(), MISSING_LEVEL).astype(str).str.strip()
     return text.replace({"": MISSING_LEVEL, "nan": MISSING_LEVEL})
+
+
+@dataclass
+class TableColumns:
+    """The feature table itself, for an estimator with its own preprocessing (a Pipeline, or
+    gradient-boosted trees with native categorical support): the schema's columns, numerics as
+    floats (missing stays NaN), categoricals as pandas categories over the training rows' levels
+    (missing and unseen levels become NaN). `fit` sees training rows only."""
+
+    schema: Schema
+
+    def fit(self, features: pd.DataFrame) -> TableColumns:
+        self.categories_ = {
+            c: sorted(set(_as_levels(features[c]).unique()) - {MISSING_LEVEL})
+            for c in self.schema.categorical
+        }
+        return self
+
+    @property
+    def feature_names_(self) -> list[str]:
+        if not hasattr(self, "categories_"):
+            raise NotFittedError("TableColumns used before fit")
+        return list(self.schema.columns)
+
+    def transform(self, features: pd.DataFrame) -> pd.DataFrame:
+        names = self.feature_names_
+        absent = [c for c in names if c not in features.columns]
+        if absent:
+            raise DataSchemaError(f"features lack columns the model was fitted on: {absent}")
+        table = features[list(self.schema.numeric)].apply(pd.to_numeric, errors="coerce")
+        table = table.astype(np.float64)
+        for column, levels in self.categories_.items():
+            table[column] = pd.Categorical(_as_levels(features[column]), categories=levels)
+        return table[names].reset_index(drop=True)

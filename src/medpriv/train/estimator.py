@@ -3,8 +3,10 @@ package.module:factory`) or a built-in one (`hgb`), trained on the same splits a
 measured and attacked like medpriv's own methods.
 
 The factory is a callable that returns an *unfitted* scikit-learn-compatible classifier (an
-estimator or a Pipeline) taking medpriv's design matrix: standardized numerics with missing
-indicators and one-hot categoricals, fitted on the training patients. It is imported from the
+estimator or a Pipeline). With `model_input = "design"` it takes medpriv's design matrix:
+standardized numerics with missing indicators and one-hot categoricals, fitted on the training
+patients; with `"table"` it takes the feature table itself (`TableColumns`: numerics with NaN,
+categoricals as pandas categories) and brings its own preprocessing. It is imported from the
 user's own code by name — never unpickled from a file. Each fit calls the factory afresh (attack
 reference models are fresh refits on random halves); a `random_state` parameter, where the
 estimator has one, is set from the run seed. Its score is `decision_function` where the
@@ -26,8 +28,8 @@ import numpy as np
 from scipy.special import logit
 from sklearn.exceptions import ConvergenceWarning
 
-from medpriv.config import PrivacyConfig, TrainConfig
-from medpriv.data.preprocess import Preprocessor
+from medpriv.config import MODEL_INPUTS, PrivacyConfig, TrainConfig
+from medpriv.data.preprocess import Preprocessor, TableColumns
 from medpriv.data.splits import Splits
 from medpriv.errors import ConfigError
 from medpriv.metrics import auroc
@@ -99,8 +101,10 @@ class EstimatorTrainer(Trainer):
 
     method = "model"
 
-    def __init__(self, model: str | None = None) -> None:
-        self.spec = model
+    def __init__(self, model: str | None = None, model_input: str = "design") -> None:
+        if model_input not in MODEL_INPUTS:
+            raise ConfigError(f"model input must be one of {', '.join(MODEL_INPUTS)}")
+        self.spec, self.model_input = model, model_input
 
     def factory(self) -> Factory:
         if self.spec is None:
@@ -115,7 +119,12 @@ class EstimatorTrainer(Trainer):
         """What the run records about the estimator (plain values only)."""
         plain = (bool, int, float, str, type(None))
         params = {k: v for k, v in estimator.get_params(deep=False).items() if isinstance(v, plain)}
-        return {"estimator": type(estimator).__name__, "model": self.spec, **params}
+        return {
+            "estimator": type(estimator).__name__,
+            "model": self.spec,
+            "model_input": self.model_input,
+            **params,
+        }
 
     def fit(
         self,
@@ -130,7 +139,8 @@ class EstimatorTrainer(Trainer):
     ) -> TrainedModel:
         start = time.perf_counter()
         config = config.resolved(self.recipe)
-        pre = Preprocessor(splits.train.schema).fit(splits.train.features)
+        columns = TableColumns if self.model_input == "table" else Preprocessor
+        pre = columns(splits.train.schema).fit(splits.train.features)
         estimator = self.estimator(config, seed)
         with warnings.catch_warnings():  # an iteration cap reached is the recipe's, not an error
             warnings.simplefilter("ignore", ConvergenceWarning)
