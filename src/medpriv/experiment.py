@@ -183,8 +183,12 @@ def run_experiment(
     resume: bool = False,
     listener: Listener | None = None,
     dataset: TabularDataset | None = None,
+    model_factory: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every method for every seed; results.json is rewritten atomically after each run.
+
+    `model_factory` (from Python: `medpriv.audit`) is the method `model`'s factory given as an
+    object instead of by name (`config.run.model` then only names it).
 
     The output folder is checked before any work, and temp files a killed run left there are
     removed. With `resume`, runs already in the folder's results.json are kept as they are and
@@ -200,7 +204,7 @@ def run_experiment(
             federated=config.federated,
             split_learning=config.split_learning,
             experiment=config,
-            model=config.run.model,
+            model=model_factory or config.run.model,
             model_input=config.run.model_input,
         )
         for m in {parse_method(entry)[0] for entry in config.run.methods}

@@ -57,6 +57,14 @@ def load_factory(spec: str) -> Factory:
     return factory
 
 
+def factory_name(factory: Factory) -> str:
+    """`module:qualname` of a factory given as a Python object (what results.json records)."""
+    if not callable(factory):
+        raise ConfigError(f"the model factory must be callable, got {type(factory).__name__}")
+    module = getattr(factory, "__module__", None) or "python"
+    return f"{module}:{getattr(factory, '__qualname__', type(factory).__name__)}"
+
+
 @dataclass
 class EstimatorScorer:
     """Scores design matrices with a fitted classifier: its decision function, or the log-odds
@@ -101,12 +109,18 @@ class EstimatorTrainer(Trainer):
 
     method = "model"
 
-    def __init__(self, model: str | None = None, model_input: str = "design") -> None:
+    def __init__(self, model: str | Factory | None = None, model_input: str = "design") -> None:
+        """`model`: `package.module:factory`, or the factory itself (from Python:
+        `medpriv.audit`)."""
         if model_input not in MODEL_INPUTS:
             raise ConfigError(f"model input must be one of {', '.join(MODEL_INPUTS)}")
-        self.spec, self.model_input = model, model_input
+        self.model_input = model_input
+        self.spec = model if model is None or isinstance(model, str) else factory_name(model)
+        self._factory = None if model is None or isinstance(model, str) else model
 
     def factory(self) -> Factory:
+        if self._factory is not None:
+            return self._factory
         if self.spec is None:
             raise ConfigError("the 'model' method needs --model package.module:factory")
         return load_factory(self.spec)
