@@ -116,7 +116,15 @@ def run(
         str | None,
         typer.Option(
             help="your own scikit-learn classifier, run as the method 'model': "
-            "package.module:factory (a callable returning an unfitted estimator or Pipeline)"
+            "package.module:factory (a callable returning an unfitted estimator or Pipeline), "
+            "or a .skops file holding one (refitted; never a pickle)"
+        ),
+    ] = None,
+    trust_type: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated types a --model .skops file may hold beyond those skops "
+            "trusts by default (each runs code when the file is read)"
         ),
     ] = None,
     model_input: Annotated[
@@ -329,6 +337,7 @@ def run(
             "device": device,
             "model": model,
             "model_input": model_input,
+            "trusted_types": trust_type,
             "min_group_units": min_group,
         },
         "privacy": {

@@ -170,7 +170,9 @@ class RunConfig:
     `device` (auto, cpu, cuda) is where the multi-run audit's stacked runs are drawn (trainers
     run on the CPU); `model` (package.module:factory) is the user's scikit-learn estimator, run
     as the method `model`, taking medpriv's design matrix or, with `model_input = "table"`, the
-    feature table (its own preprocessing); `min_group_units` is the fewest privacy units a
+    feature table (its own preprocessing); `model` may instead name a `.skops` file whose
+    estimator is refitted, read only if every type in it is trusted by skops or listed in
+    `trusted_types` (`medpriv.train.model_file`); `min_group_units` is the fewest privacy units a
     subgroup of the report's "who pays" section needs to be shown (smaller groups are
     suppressed).
     """
@@ -188,6 +190,7 @@ class RunConfig:
     device: str = "auto"
     model: str | None = None
     model_input: str = "design"
+    trusted_types: tuple[str, ...] = ()
     min_group_units: int = MIN_GROUP_UNITS
 
 
@@ -431,6 +434,7 @@ OPTION_FLAGS = {
     "train.calibrate": "--calibrate",
     "run.methods": "--methods",
     "run.model_input": "--model-input",
+    "run.trusted_types": "--trust-type",
     "run.out": "--out",
     "run.attacks": "--attacks",
     "privacy.accountant": "--accountant",

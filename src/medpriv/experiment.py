@@ -206,6 +206,7 @@ def run_experiment(
             experiment=config,
             model=model_factory or config.run.model,
             model_input=config.run.model_input,
+            trusted_types=config.run.trusted_types,
         )
         for m in {parse_method(entry)[0] for entry in config.run.methods}
     }

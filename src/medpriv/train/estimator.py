@@ -7,7 +7,8 @@ estimator or a Pipeline). With `model_input = "design"` it takes medpriv's desig
 standardized numerics with missing indicators and one-hot categoricals, fitted on the training
 patients; with `"table"` it takes the feature table itself (`TableColumns`: numerics with NaN,
 categoricals as pandas categories) and brings its own preprocessing. It is imported from the
-user's own code by name — never unpickled from a file. Each fit calls the factory afresh (attack
+user's own code by name, or it clones the estimator of a `.skops` file read with trusted types
+only (`medpriv.train.model_file`) — never unpickled. Each fit calls the factory afresh (attack
 reference models are fresh refits on random halves); a `random_state` parameter, where the
 estimator has one, is set from the run seed. Its score is `decision_function` where the
 estimator has one, else the log-odds of `predict_proba`; Platt scaling on the validation
@@ -21,6 +22,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.calibration import maybe_calibrate
 from medpriv.train.loop import EpochCallback
+from medpriv.train.model_file import is_model_file, load_model_file
 
 Factory = Callable[[], Any]
 PROBABILITY_FLOOR = 1e-12  # keeps log-odds finite where predict_proba says 0 or 1
@@ -63,6 +66,17 @@ def factory_name(factory: Factory) -> str:
         raise ConfigError(f"the model factory must be callable, got {type(factory).__name__}")
     module = getattr(factory, "__module__", None) or "python"
     return f"{module}:{getattr(factory, '__qualname__', type(factory).__name__)}"
+
+
+def template_factory(template: Any) -> Factory:
+    """Unfitted clones of an estimator read from a file: its settings, never its weights."""
+    from sklearn.base import clone
+
+    if not hasattr(template, "get_params"):
+        raise ConfigError(
+            f"the model file holds a {type(template).__name__}, not a scikit-learn estimator"
+        )
+    return partial(clone, template)
 
 
 @dataclass
@@ -109,14 +123,23 @@ class EstimatorTrainer(Trainer):
 
     method = "model"
 
-    def __init__(self, model: str | Factory | None = None, model_input: str = "design") -> None:
-        """`model`: `package.module:factory`, or the factory itself (from Python:
-        `medpriv.audit`)."""
+    def __init__(
+        self,
+        model: str | Factory | None = None,
+        model_input: str = "design",
+        trusted_types: tuple[str, ...] = (),
+    ) -> None:
+        """`model`: `package.module:factory`, a `.skops` file whose estimator is the template
+        (read only with every type trusted: `medpriv.train.model_file`), or the factory itself
+        (from Python: `medpriv.audit`)."""
         if model_input not in MODEL_INPUTS:
             raise ConfigError(f"model input must be one of {', '.join(MODEL_INPUTS)}")
-        self.model_input = model_input
+        self.model_input, self.trusted_types = model_input, tuple(trusted_types)
         self.spec = model if model is None or isinstance(model, str) else factory_name(model)
         self._factory = None if model is None or isinstance(model, str) else model
+        if isinstance(model, str) and is_model_file(model):
+            # read once, before any training; every fit starts from an unfitted clone
+            self._factory = template_factory(load_model_file(model, self.trusted_types))
 
     def factory(self) -> Factory:
         if self._factory is not None:
