@@ -120,6 +120,18 @@ def run(
             "or a .skops file holding one (refitted; never a pickle)"
         ),
     ] = None,
+    fitted: Annotated[
+        bool | None,
+        typer.Option(
+            "--fitted",
+            help="attack the --model .skops file's fitted weights as they are (its training "
+            "patients named by --member-column); reference models refit clones",
+        ),
+    ] = None,
+    member_column: Annotated[
+        str | None,
+        typer.Option(help="CSV: yes/no per record, the records the --fitted model was trained on"),
+    ] = None,
     trust_type: Annotated[
         str | None,
         typer.Option(
@@ -326,7 +338,8 @@ def run(
             window_hours,
             label,
             all_stays,
-        ),
+        )
+        | {"member_column": member_column},
         "run": {
             "methods": methods,
             "seeds": seeds,
@@ -338,6 +351,7 @@ def run(
             "model": model,
             "model_input": model_input,
             "trusted_types": trust_type,
+            "fitted": fitted,
             "min_group_units": min_group,
         },
         "privacy": {

@@ -34,6 +34,7 @@ class DataConfig:
     label: str = "hospital"
     all_stays: bool = False
     synthetic_seed: int = 0
+    member_column: str | None = None  # CSV: the records a --fitted model was trained on
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,10 @@ class RunConfig:
     as the method `model`, taking medpriv's design matrix or, with `model_input = "table"`, the
     feature table (its own preprocessing); `model` may instead name a `.skops` file whose
     estimator is refitted, read only if every type in it is trusted by skops or listed in
-    `trusted_types` (`medpriv.train.model_file`); `min_group_units` is the fewest privacy units a
-    subgroup of the report's "who pays" section needs to be shown (smaller groups are
-    suppressed).
+    `trusted_types` (`medpriv.train.model_file`); `fitted` attacks that file's fitted weights as
+    they are (its training patients named by `data.member_column`); `min_group_units` is the
+    fewest privacy units a subgroup of the report's "who pays" section needs to be shown
+    (smaller groups are suppressed).
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -191,6 +193,7 @@ class RunConfig:
     model: str | None = None
     model_input: str = "design"
     trusted_types: tuple[str, ...] = ()
+    fitted: bool = False
     min_group_units: int = MIN_GROUP_UNITS
 
 
@@ -424,6 +427,7 @@ OPTION_FLAGS = {
     "data.positive": "--positive",
     "data.unit_column": "--unit-column",
     "data.site_column": "--site-column",
+    "data.member_column": "--member-column",
     "data.sensitive": "--sensitive",
     "data.drop": "--drop",
     "data.keep_duplicates": "--keep-duplicates",
@@ -435,6 +439,7 @@ OPTION_FLAGS = {
     "run.methods": "--methods",
     "run.model_input": "--model-input",
     "run.trusted_types": "--trust-type",
+    "run.fitted": "--fitted",
     "run.out": "--out",
     "run.attacks": "--attacks",
     "privacy.accountant": "--accountant",
@@ -562,6 +567,8 @@ class ExperimentConfig:
                 "run.methods lists 'model' but run.model (--model package.module:factory) is "
                 "not set"
             )
+        if r.fitted and not r.model:
+            problems.append("run.fitted (--fitted) needs run.model (--model FILE.skops)")
         if not r.out.strip():
             problems.append("run.out (--out) is empty; name the folder for the run folders")
         for entry in r.methods:

@@ -15,7 +15,7 @@ from medpriv.attacks.runner import AttackPool, run_attacks
 from medpriv.config import ExperimentConfig, PrivacyConfig, parse_method, to_toml
 from medpriv.data.dataset import TabularDataset
 from medpriv.data.sources import load_dataset
-from medpriv.data.splits import Splits, split_by_unit
+from medpriv.data.splits import Splits, split_by_unit, split_with_members
 from medpriv.errors import ConfigError, MedprivError
 from medpriv.files import clean_output_folders, output_folder, write_text_atomic
 from medpriv.metrics import choose_threshold, curves, utility_metrics
@@ -110,6 +110,10 @@ def make_splits(dataset: TabularDataset, config: ExperimentConfig, seed: int) ->
     release. Membership attacks take its training units as members and the test units as
     non-members (`medpriv.attacks.runner.AttackPool`)."""
     s = config.split
+    if dataset.member_flags is not None:  # a model fitted elsewhere: its training units
+        return split_with_members(
+            dataset, val_fraction=s.val_fraction, test_fraction=s.test_fraction, seed=seed
+        )
     return split_by_unit(
         dataset, val_fraction=s.val_fraction, test_fraction=s.test_fraction, seed=seed
     )
@@ -207,6 +211,7 @@ def run_experiment(
             model=model_factory or config.run.model,
             model_input=config.run.model_input,
             trusted_types=config.run.trusted_types,
+            fitted=config.run.fitted,
         )
         for m in {parse_method(entry)[0] for entry in config.run.methods}
     }
@@ -223,6 +228,11 @@ def run_experiment(
         notify("loading", {"spec": config.data.spec})
         dataset = load_dataset(config.data)
     notify("dataset", {"dataset": dataset})
+    if config.run.fitted and dataset.member_flags is None:
+        raise ConfigError(
+            "--fitted needs --member-column: which patients the fitted model was trained on "
+            "(its membership ground truth)"
+        )
     if finished and json.loads(json.dumps(dataset.summary())) != saved.get("dataset"):
         raise MedprivError(
             f"--resume {paths.root}: the data no longer match the saved run's (records, "
@@ -292,17 +302,20 @@ def _train_and_measure(
     """Fit one run (from its checkpoint when resuming), evaluate it and attack it."""
     name, seed = spec.name, spec.seed
     notify("run_start", {"name": name, "epochs": planned_epochs(trainer, config)})
-    model = trainer.fit(
-        splits=splits,
-        config=config.train,
-        privacy=spec.privacy,
-        seed=seed,
-        checkpoint=paths.checkpoint(name),
-        resume=resume,
-        on_epoch=lambda epoch, record: notify(
-            "epoch", {"name": name, "epoch": epoch, "record": record}
-        ),
-    )
+    if trainer.fitted_elsewhere:
+        model = trainer.load_fitted(splits=splits, config=config.train)
+    else:
+        model = trainer.fit(
+            splits=splits,
+            config=config.train,
+            privacy=spec.privacy,
+            seed=seed,
+            checkpoint=paths.checkpoint(name),
+            resume=resume,
+            on_epoch=lambda epoch, record: notify(
+                "epoch", {"name": name, "epoch": epoch, "record": record}
+            ),
+        )
     started = time.perf_counter()
     utility, run_curves = evaluate(model, splits, n_boot=config.run.bootstrap, seed=seed)
     entry = run_entry(

@@ -142,8 +142,11 @@ def load_csv(
     sensitive: tuple[str, ...] = (),
     drop: tuple[str, ...] = (),
     keep_duplicates: bool = False,
+    member_column: str | None = None,
 ) -> TabularDataset:
-    """Load a CSV cohort; every problem with the flags is gathered and reported at once."""
+    """Load a CSV cohort; every problem with the flags is gathered and reported at once.
+    `member_column` (yes/no per record, the same for every record of a unit) marks the records
+    a model fitted elsewhere was trained on; it is not a feature."""
     if not target:
         raise DataSchemaError("a CSV source needs --target COLUMN (the binary outcome)")
     frame = read_table(Path(path))
@@ -151,6 +154,7 @@ def load_csv(
         "--target": [target],
         "--unit-column": [unit_column],
         "--site-column": [site_column],
+        "--member-column": [member_column],
         "--sensitive": list(sensitive),
         "--drop": list(drop),
     }
@@ -172,6 +176,7 @@ def load_csv(
         (target, "--target", "target missing"),
         (unit_column, "--unit-column", f"no {unit_column} id"),
         (site_column, "--site-column", f"no {site_column} id"),
+        (member_column, "--member-column", f"no {member_column} flag"),
     ):
         if column is None:
             continue
@@ -221,7 +226,9 @@ def load_csv(
         unit_ids = np.arange(len(frame))
         notes.append("no --unit-column: each row is its own privacy unit")
     site_ids = frame[site_column].astype(str).to_numpy(dtype=object) if site_column else None
-    features = frame.drop(columns=[c for c in (target, unit_column, site_column) if c])
+    member_flags = None if not member_column else member_flags_of(frame[member_column], unit_ids)
+    roles = (target, unit_column, site_column, member_column)
+    features = frame.drop(columns=[c for c in roles if c])
     schema = infer_schema(features, sensitive=sensitive)
     return TabularDataset(
         name=Path(path).stem,
@@ -234,7 +241,37 @@ def load_csv(
         label_name=label_name,
         cohort_flow=tuple(flow),
         notes=tuple(notes),
+        member_flags=member_flags,
     )
+
+
+TRUE_WORDS = frozenset({"1", "1.0", "true", "yes", "y", "t"})
+FALSE_WORDS = frozenset({"0", "0.0", "false", "no", "n", "f"})
+
+
+def member_flags_of(values: pd.Series, unit_ids: np.ndarray) -> np.ndarray:
+    """--member-column as booleans: yes/no words or 1/0, one value per unit (counts only in
+    errors, never a value)."""
+    words = values.astype(str).str.strip().str.lower()
+    unknown = ~(words.isin(TRUE_WORDS) | words.isin(FALSE_WORDS))
+    if unknown.any():
+        raise DataSchemaError(
+            f"--member-column {values.name!r}: {int(unknown.sum())} rows are neither yes/true/1 "
+            "nor no/false/0"
+        )
+    flags = words.isin(TRUE_WORDS).to_numpy()
+    mixed = pd.Series(flags).groupby(unit_ids).nunique().gt(1)
+    if mixed.any():
+        raise DataSchemaError(
+            f"--member-column {values.name!r}: {int(mixed.sum())} units have records both in and "
+            "out of the model's training set; a unit is trained on whole or not at all"
+        )
+    if flags.all() or not flags.any():
+        raise DataSchemaError(
+            f"--member-column {values.name!r} marks {'every' if flags.all() else 'no'} record: "
+            "the audit needs the model's training patients and patients it never saw"
+        )
+    return flags
 
 
 def _whole_ids(ids: np.ndarray) -> np.ndarray:

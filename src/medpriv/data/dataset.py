@@ -47,7 +47,9 @@ def count_missing_ids(ids: np.ndarray) -> int:
 class TabularDataset:
     """Features (one row per record), a binary label, the privacy unit and an optional site.
 
-    `unit_ids` names the privacy unit (the patient); `site_ids` the hospital or care unit.
+    `unit_ids` names the privacy unit (the patient); `site_ids` the hospital or care unit;
+    `member_flags` (optional) marks the records a model fitted elsewhere was trained on
+    (`--fitted`: they become its training split, its membership ground truth).
     `cohort_flow` records how the rows were selected; `notes` are human-readable remarks
     (duplicates dropped, top-coded ages, ...) that end up in results.json.
     """
@@ -62,6 +64,7 @@ class TabularDataset:
     label_name: str = "label"
     cohort_flow: tuple[CohortStep, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    member_flags: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -75,6 +78,8 @@ class TabularDataset:
             )
         if self.site_ids is not None and len(self.site_ids) != n:
             problems.append("site ids must have one entry per row")
+        if self.member_flags is not None and len(self.member_flags) != n:
+            problems.append("member flags must have one entry per row")
         missing = [c for c in self.schema.columns if c not in self.features.columns]
         if missing:
             problems.append(f"schema names columns absent from the features: {missing}")
@@ -118,6 +123,7 @@ class TabularDataset:
             label_name=self.label_name,
             cohort_flow=self.cohort_flow,
             notes=self.notes,
+            member_flags=None if self.member_flags is None else self.member_flags[rows],
         )
 
     def summary(self) -> dict:
@@ -158,6 +164,7 @@ def concat(parts: list[TabularDataset]) -> TabularDataset:
     if any(p.schema != first.schema for p in parts):
         raise DataSchemaError("only datasets with the same schema can be concatenated")
     sites = [p.site_ids for p in parts]
+    flags = [p.member_flags for p in parts]
     return TabularDataset(
         name=first.name,
         features=pd.concat([p.features for p in parts], ignore_index=True),
@@ -169,4 +176,5 @@ def concat(parts: list[TabularDataset]) -> TabularDataset:
         label_name=first.label_name,
         cohort_flow=first.cohort_flow,
         notes=first.notes,
+        member_flags=None if any(f is None for f in flags) else np.concatenate(flags),
     )

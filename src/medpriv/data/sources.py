@@ -47,6 +47,8 @@ def check_source(config: DataConfig) -> None:
         _csv_path(argument)
     elif name == "mimic3" and not argument:
         raise ConfigError("mimic3 needs a directory: --data mimic3:/path/to/mimic-iii")
+    if config.member_column and name != "csv":
+        raise ConfigError("--member-column reads a column of a csv:FILE source")
 
 
 def synthetic_stays(argument: str | None, *, option: str = "synthetic:N") -> int:
@@ -112,4 +114,5 @@ def _csv(argument: str | None, config: DataConfig) -> TabularDataset:
         sensitive=config.sensitive,
         drop=config.drop,
         keep_duplicates=config.keep_duplicates,
+        member_column=config.member_column,
     )

@@ -71,10 +71,20 @@ def split_by_unit(
     fractions = {"test": test_fraction, "val": val_fraction, **(extra or {})}
     if any(not 0 < f < 1 for f in fractions.values()) or sum(fractions.values()) >= 1:
         raise ConfigError(f"split fractions must be in (0, 1) and sum below 1, got {fractions}")
+    parts = _parts_by_unit(dataset, fractions, rest="train", seed=seed)
+    check_class_counts(parts, dataset_name=dataset.name, min_per_class=min_per_class)
+    return Splits(parts=parts, seed=seed)
+
+
+def _parts_by_unit(
+    dataset: TabularDataset, fractions: Mapping[str, float], *, rest: str, seed: int
+) -> dict[str, TabularDataset]:
+    """Each unit to one part: `fractions` of the units of each stratum (whether the unit has a
+    positive record), the remainder to `rest`; seeded."""
     units, unit_index = np.unique(dataset.unit_ids, return_inverse=True)
     unit_label = pd.Series(dataset.labels).groupby(unit_index).max().to_numpy()
     rng = np.random.default_rng(seed)
-    assignment = np.full(len(units), "train", dtype=object)
+    assignment = np.full(len(units), rest, dtype=object)
     for stratum in (0, 1):
         members = rng.permutation(np.flatnonzero(unit_label == stratum))
         start = 0
@@ -83,8 +93,29 @@ def split_by_unit(
             assignment[members[start : start + count]] = name
             start += count
     row_part = assignment[unit_index]
+    return {name: dataset.subset(np.flatnonzero(row_part == name)) for name in (rest, *fractions)}
+
+
+def split_with_members(
+    dataset: TabularDataset,
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    min_per_class: int = MIN_PER_CLASS,
+) -> Splits:
+    """For a model fitted elsewhere (`dataset.member_flags`): `train` is the units it was
+    trained on; the other units are split into `val` and `test` in the ratio of the two
+    fractions, stratified like `split_by_unit`. Every method of the run trains on the same
+    `train`, and membership attacks read `test` as the patients the model never saw."""
+    if dataset.member_flags is None:
+        raise ConfigError("split_with_members needs a dataset with member flags")
+    members = np.asarray(dataset.member_flags, dtype=bool)
+    outside = dataset.subset(np.flatnonzero(~members))
+    share = test_fraction / (val_fraction + test_fraction)
     parts = {
-        name: dataset.subset(np.flatnonzero(row_part == name)) for name in ("train", *fractions)
+        "train": dataset.subset(np.flatnonzero(members)),
+        **_parts_by_unit(outside, {"test": share}, rest="val", seed=seed),
     }
     check_class_counts(parts, dataset_name=dataset.name, min_per_class=min_per_class)
     return Splits(parts=parts, seed=seed)

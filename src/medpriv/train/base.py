@@ -130,6 +130,13 @@ class Trainer:
     def for_shadows(self) -> Trainer:
         return self
 
+    # True when the run's model was fitted elsewhere (`--fitted`): the run reads it with
+    # `load_fitted` instead of `fit`; `fit` still serves reference models and canary runs.
+    fitted_elsewhere: bool = False
+
+    def load_fitted(self, *, splits: Splits, config: TrainConfig) -> TrainedModel:
+        raise NotImplementedError(f"{self.method} has no model fitted elsewhere")
+
     def reference_margins(
         self,
         model: TrainedModel,

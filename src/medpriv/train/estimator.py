@@ -85,8 +85,11 @@ class EstimatorScorer:
     of its probability of the positive class."""
 
     estimator: Any
+    columns: list[str] | None = None  # a feature table's columns the estimator was fitted on
 
-    def margin(self, x: np.ndarray) -> np.ndarray:
+    def margin(self, x: Any) -> np.ndarray:
+        if self.columns is not None and hasattr(x, "columns"):
+            x = x[self.columns]
         if hasattr(self.estimator, "decision_function"):
             return np.asarray(self.estimator.decision_function(x), dtype=np.float64).ravel()
         positive = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)[:, 1]
@@ -128,18 +131,24 @@ class EstimatorTrainer(Trainer):
         model: str | Factory | None = None,
         model_input: str = "design",
         trusted_types: tuple[str, ...] = (),
+        fitted: bool = False,
     ) -> None:
         """`model`: `package.module:factory`, a `.skops` file whose estimator is the template
         (read only with every type trusted: `medpriv.train.model_file`), or the factory itself
-        (from Python: `medpriv.audit`)."""
+        (from Python: `medpriv.audit`). With `fitted`, the run's model is the file's estimator
+        with its own weights (`load_fitted`); reference models and canary runs refit clones."""
         if model_input not in MODEL_INPUTS:
             raise ConfigError(f"model input must be one of {', '.join(MODEL_INPUTS)}")
         self.model_input, self.trusted_types = model_input, tuple(trusted_types)
         self.spec = model if model is None or isinstance(model, str) else factory_name(model)
         self._factory = None if model is None or isinstance(model, str) else model
+        self.template, self.fitted_elsewhere = None, fitted
         if isinstance(model, str) and is_model_file(model):
             # read once, before any training; every fit starts from an unfitted clone
-            self._factory = template_factory(load_model_file(model, self.trusted_types))
+            self.template = load_model_file(model, self.trusted_types)
+            self._factory = template_factory(self.template)
+        if fitted and self.template is None:
+            raise ConfigError("--fitted needs --model FILE.skops (the fitted model to attack)")
 
     def factory(self) -> Factory:
         if self._factory is not None:
@@ -162,6 +171,47 @@ class EstimatorTrainer(Trainer):
             "model_input": self.model_input,
             **params,
         }
+
+    def load_fitted(self, *, splits: Splits, config: TrainConfig) -> TrainedModel:
+        """The file's fitted estimator as it is (no fit, no calibration): `splits.train` must be
+        the patients it was trained on (`--member-column`)."""
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(self.template)
+        except NotFittedError:
+            raise ConfigError(
+                f"--fitted: {self.spec} holds an unfitted estimator; save the fitted one, or drop "
+                "--fitted to have medpriv fit it"
+            ) from None
+        columns = TableColumns if self.model_input == "table" else Preprocessor
+        pre = columns(splits.train.schema).fit(splits.train.features)
+        names = getattr(self.template, "feature_names_in_", None)
+        if names is not None and self.model_input == "table":
+            absent = sorted(set(names) - set(pre.feature_names_))
+            if absent:
+                raise ConfigError(
+                    f"--fitted: {self.spec} was fitted on columns the data lack: {absent}"
+                )
+        scorer = EstimatorScorer(
+            self.template, columns=None if names is None else [str(n) for n in names]
+        )
+        x_val = pre.transform(splits.val.features)
+        record = {"epoch": 1, "val_auroc": auroc(splits.val.labels, scorer.margin(x_val))}
+        return TrainedModel(
+            method=self.method,
+            preprocessor=pre,
+            scorer=scorer,
+            history=[record],
+            privacy=PrivacySpent(unit=splits.train.unit_name, sampling="none (not private)"),
+            params={
+                **self.settings(self.template),
+                **_iterations(self.template),
+                "weights": "fitted elsewhere: the file's, as they are (never refitted)",
+                "calibration": None,
+            },
+        )
 
     def fit(
         self,

@@ -45,10 +45,10 @@ def load_model_file(path: str | Path, trusted_types: Sequence[str] = ()) -> Any:
         raise ConfigError(f"--model {path} is not a readable skops file ({exc})") from None
     unnamed = sorted(set(found) - set(trusted_types))
     if unnamed:
-        flags = " ".join(f"--trust-type {name}" for name in unnamed)
         raise ConfigError(
             f"--model {path} holds types skops does not trust by default: {', '.join(unnamed)}. "
-            f"Each runs code when the file is read; if you trust them, pass {flags}"
+            "Each runs code when the file is read; if you trust them, pass "
+            f"--trust-type {','.join(unnamed)} (run.trusted_types in a config file)"
         )
     try:
         return sio.load(path, trusted=found)
