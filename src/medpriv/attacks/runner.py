@@ -6,9 +6,8 @@ as members and the untouched test units — where utility is measured, never tra
 non-members; the two together form the attack pool. Reference (shadow) models repeat the
 target's recipe — DP-SGD noise and clipping included — each on a random half of the pool's units
 (train ∪ test), so that every unit is IN for exactly half of them; RMIA's population is the
-validation split. MLP shadows are trained all at once (`medpriv.attacks.shadow`), so are
-logistic models (`Trainer.reference_margins`: one stacked Newton problem); other methods are
-refitted one by one with their own trainer.
+validation split. MLP shadows are trained all at once (`medpriv.attacks.shadow`); other methods
+are refitted one by one with their own trainer.
 
 The pool is not balanced (with the default fractions about 3 members to 1 non-member). AUC, TPR
 at a fixed FPR and advantage do not depend on that ratio, but an FPR below 1 / (test records) is
@@ -128,16 +127,6 @@ def train_shadow_outputs(
             population=shadows.margins(design(pool.population.features)),
             in_mask=in_mask,
         )
-    stacked = trainer.reference_margins(
-        model,
-        records=pool.records,
-        in_mask=in_mask,
-        val=splits.val,
-        score=(pool.records, pool.population),
-        config=config,
-    )
-    if stacked is not None:
-        return ShadowOutputs(stacked[0], stacked[1], in_mask)
     # Noisy methods: the shadows use the target's σ (public in its privacy statement) rather
     # than re-calibrating to their own data sizes — the same mechanism, and no calibration cost.
     sigma = model.privacy.noise_multiplier

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -136,21 +136,6 @@ class Trainer:
 
     def load_fitted(self, *, splits: Splits, config: TrainConfig) -> TrainedModel:
         raise NotImplementedError(f"{self.method} has no model fitted elsewhere")
-
-    def reference_margins(
-        self,
-        model: TrainedModel,
-        *,
-        records: TabularDataset,
-        in_mask: np.ndarray,
-        val: TabularDataset,
-        score: Sequence[TabularDataset],
-        config: TrainConfig,
-    ) -> list[np.ndarray] | None:
-        """Attack reference models fitted all at once, where the trainer can: model k on the
-        rows of `records` that `in_mask[k]` selects, with `model`'s recipe and preprocessing;
-        their (k, n) margins on each part of `score`. None: the runner fits them one by one."""
-        return None
 
 
 TRAINERS: Registry[type[Trainer]] = Registry("method")
