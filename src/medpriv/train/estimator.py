@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 from scipy.special import logit
 from sklearn.exceptions import ConvergenceWarning
 
@@ -231,6 +232,9 @@ class EstimatorTrainer(Trainer):
         estimator = self.estimator(config, seed)
         with warnings.catch_warnings():  # an iteration cap reached is the recipe's, not an error
             warnings.simplefilter("ignore", ConvergenceWarning)
+            # Newton-Cholesky meeting collinear one-hot columns switches to lbfgs by itself and
+            # still reaches the minimiser: a notice for scikit-learn's developers, not the user's
+            warnings.simplefilter("ignore", LinAlgWarning)
             estimator.fit(pre.transform(splits.train.features), splits.train.labels)
         x_val = pre.transform(splits.val.features)
         scorer, calibration = maybe_calibrate(
