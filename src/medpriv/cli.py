@@ -529,6 +529,7 @@ def report(
     import json
 
     from medpriv.report.files import write_reports
+    from medpriv.results_schema import read_results
 
     results = run_dir / "results.json" if run_dir.is_dir() else run_dir
     if not results.is_file():
@@ -539,6 +540,7 @@ def report(
         raise MedprivError(f"cannot read {results}: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("runs"), list):
         raise MedprivError(f"{results} is not a medpriv results file (no 'runs' list)")
+    read_results(document, source=str(results))  # every problem, with its path
     html, markdown = write_reports(document, results.parent)
     typer.echo(f"report:  {html}\nsummary: {markdown}")
 

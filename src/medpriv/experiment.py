@@ -20,6 +20,7 @@ from medpriv.errors import ConfigError, MedprivError
 from medpriv.files import clean_output_folders, output_folder, write_text_atomic
 from medpriv.metrics import choose_threshold, curves, utility_metrics
 from medpriv.results import results_json, run_entry
+from medpriv.results_schema import read_results
 from medpriv.subgroups import subgroup_block
 from medpriv.train.base import TrainedModel, get_trainer
 
@@ -159,6 +160,7 @@ def _previous_runs(config: ExperimentConfig, paths: RunPaths) -> tuple[dict, dic
         raise MedprivError(f"cannot read {paths.results} to resume: {exc}") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list):
         raise MedprivError(f"{paths.results} is not a medpriv results file")
+    read_results(saved, source=str(paths.results))  # every problem, with its path
     old, new = saved.get("config", {}), config.to_dict()
     changed = sorted(
         f"{section}.{key}"

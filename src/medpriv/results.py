@@ -9,9 +9,8 @@ from typing import Any, Protocol
 
 from medpriv.files import write_text_atomic
 from medpriv.privacy.statement import PrivacySpent
+from medpriv.results_schema import ResultsSchemaError, check_results
 from medpriv.train.base import Cost
-
-RUN_KEYS = ("name", "method", "seed", "params", "utility", "privacy", "attacks", "cost")
 
 
 class RunRecord(Protocol):
@@ -61,8 +60,14 @@ def _clean(value: Any) -> Any:
 
 
 def results_json(document: dict[str, Any]) -> str:
-    """The document as results.json holds it: strict JSON (NaN/inf as null), indented."""
-    return json.dumps(_clean(document), indent=2, allow_nan=False) + "\n"
+    """The document as results.json holds it: strict JSON (NaN/inf as null), indented —
+    checked against the typed records first (`ResultsSchemaError`: a medpriv bug, never
+    written)."""
+    cleaned = _clean(document)
+    problems = check_results(cleaned)
+    if problems:
+        raise ResultsSchemaError(problems, source="the results document medpriv built")
+    return json.dumps(cleaned, indent=2, allow_nan=False) + "\n"
 
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
@@ -71,44 +76,6 @@ def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
 
 
 def validate_results(document: dict[str, Any]) -> list[str]:
-    """Problems with a results document against the §4 contract (empty list when valid)."""
-    problems = [
-        f"missing top-level key {k!r}"
-        for k in ("medpriv_version", "config", "dataset", "runs")
-        if k not in document
-    ]
-    for key in ("name", "n_records", "n_units", "n_features", "positive_rate", "n_sites"):
-        if key not in document.get("dataset", {}):
-            problems.append(f"dataset lacks {key!r}")
-    for i, run in enumerate(document.get("runs", [])):
-        problems += [f"runs[{i}] lacks {k!r}" for k in RUN_KEYS if k not in run]
-        utility = run.get("utility", {})
-        problems += [
-            f"runs[{i}].utility lacks {k!r}"
-            for k in (
-                "auroc",
-                "auroc_ci95",
-                "auprc",
-                "accuracy",
-                "balanced_accuracy",
-                "f1",
-                "brier",
-                "confusion_matrix",
-            )
-            if k not in utility
-        ]
-        privacy = run.get("privacy", {})
-        problems += [
-            f"runs[{i}].privacy lacks {k!r}"
-            for k in (
-                "epsilon",
-                "delta",
-                "accountant",
-                "sampling",
-                "unit",
-                "level",
-                "clipping_norm",
-            )
-            if k not in privacy
-        ]
-    return problems
+    """Problems with a results document against the §4 contract, each with its JSON path
+    (empty list when valid): the typed records of `medpriv.results_schema`."""
+    return check_results(document)
