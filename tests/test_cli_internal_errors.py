@@ -41,7 +41,9 @@ def _results_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "results.json").write_text(
-        '{"medpriv_version": "0", "config": {}, "dataset": {}, "runs": []}', encoding="utf-8"
+        '{"medpriv_version": "0", "config": {}, "runs": [], "dataset": {"name": "d", '
+        '"n_records": 0, "n_units": 0, "n_features": 0, "positive_rate": 0.0, "n_sites": 0}}',
+        encoding="utf-8",
     )
     return folder
 

@@ -1,5 +1,7 @@
 """results.json as typed records (DESIGN.md §4), checked when written and when read.
 
+Required fields are those of the contract's example document; the rest have defaults.
+
 Each block of the document is a frozen dataclass here; `read_results` turns a parsed JSON
 document into a `ResultsRecord`, gathering every problem with its JSON path
 ("runs[2].utility.auroc: expected a number or null, got text") into one `ResultsSchemaError`;
@@ -103,20 +105,21 @@ class MembershipRecord:
     """A membership-inference attack's block (`medpriv.attacks.catalog.MEMBERSHIP_ATTACKS`)."""
 
     auc: float | None
-    advantage: float | None
     tpr_at_fpr: dict[str, float | None]
-    n_members: int
-    n_nonmembers: int
+    advantage: float | None = None
+    n_members: int | None = None
+    n_nonmembers: int | None = None
 
 
 @dataclass(frozen=True)
 class AuditRecord:
     """The canary audits' block: the deciding threat model's figures and the verdict."""
 
-    verdict: str
     epsilon_lower_bound: float | None = None
-    max_demonstrable: float | None = None
     confidence: float | None = None
+    consistent: bool | None = None
+    verdict: str | None = None
+    max_demonstrable: float | None = None
     claimed_epsilon: float | None = None
 
 

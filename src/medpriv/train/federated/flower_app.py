@@ -169,6 +169,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
             if reason.startswith("refused"):
                 print(f"[medpriv]   {printable(site)} {printable(reason)}", flush=True)
 
+    started = time.perf_counter()
     drive(
         GridPool(grid, job, sites=sites, sizes=sizes, shared=shared),
         federation,
@@ -176,6 +177,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         validation=(x_val, y_val),
         on_round=after_round,
     )
+    train_seconds = time.perf_counter() - started  # this process's rounds, at the coordinator
     history = federation.history
     last = federation.history[-1] if federation.history else {}
     lost = {  # a refusal comes from a live node: only the silent and the failed are skipped
@@ -229,6 +231,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         evaluation=evaluation,
         exposure=exposure,
         spent=spent,
+        train_seconds=train_seconds,
     )
     write_reports(json.loads(results_json(document)), out)
     write_json_atomic(document, out / "results.json")

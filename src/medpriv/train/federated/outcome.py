@@ -87,9 +87,12 @@ def federated_results(
     evaluation: dict[str, Any],
     exposure: dict[str, Any],
     spent: PrivacySpent,
+    train_seconds: float,
     bootstrap: int = 1000,
 ) -> dict[str, Any]:
-    """The results.json document of a Flower run (one run: the job's method and seed)."""
+    """The results.json document of a Flower run (one run: the job's method and seed);
+    `train_seconds` is the rounds' wall time at the coordinator (after a resume, the resumed
+    rounds only)."""
     total = ScoreHistogram.total(histograms.values())
     labels, scores = expanded(total)
     if len(np.unique(labels)) < 2:
@@ -124,7 +127,7 @@ def federated_results(
             spent, unprotected=(*spent.unprotected, HELD_OUT_UNPROTECTED, EXPOSURE_UNPROTECTED)
         ),
         cost=Cost(
-            train_seconds=0.0,
+            train_seconds=train_seconds,
             bytes_communicated=up + down,
             bytes_up=up,
             bytes_down=down,
@@ -140,7 +143,6 @@ def federated_results(
         curves=run_curves,
         split_sizes={"train": int(sum(sizes.values())), "test": len(labels)},
     )
-    entry["cost"].pop("train_seconds", None)  # not measured by the coordinator
     entry["attacks"]["mia_sites"] = exposure
     config = ExperimentConfig(
         data=job.data_config(),
