@@ -227,3 +227,20 @@ def test_a_model_no_better_than_chance_is_marked_in_the_headline_and_the_stateme
     # and the report says what each figure is measured on
     assert "measured on the model that would be released" in report
     assert "measured on the model that would be released" in render_report(_document(chance))
+
+
+def test_the_hospitals_model_is_named_and_its_weights_origin_said():
+    fitted = _run("model", 0, PrivacySpent(sampling="none (not private)"))
+    fitted["params"] = {
+        "estimator": "RandomForestClassifier",
+        "model": "hospital.skops",
+        "weights": "fitted elsewhere: the file's, as they are (never refitted)",
+    }
+    text = summary.plain_statement(fitted)
+    assert text.startswith("The hospital's model (RandomForestClassifier from `hospital.skops`)")
+    assert "its own fitted weights" in text
+    refitted = copy.deepcopy(fitted)
+    del refitted["params"]["weights"]
+    assert "refitted by medpriv" in summary.plain_statement(refitted)
+    baseline = _run("baseline", 0, PrivacySpent(sampling="shuffle"))
+    assert summary.plain_statement(baseline).startswith("Nothing is formally protected")

@@ -452,6 +452,22 @@ AUDIT_KINDS = {
 }
 
 
+def user_model(run: dict) -> str:
+    """Which estimator the user's `model` run is, and whether its own fitted weights were
+    attacked ("" for medpriv's methods)."""
+    params = _dict(run.get("params"))
+    if run.get("method") != "model" or not params.get("estimator"):
+        return ""
+    source = f" from `{params['model']}`" if params.get("model") else ""
+    text = f"The hospital's model ({params['estimator']}{source})"
+    if str(params.get("weights") or "").startswith("fitted elsewhere"):
+        return (
+            text + " was attacked with its own fitted weights; its training patients are those "
+            "the member column names."
+        )
+    return text + " was refitted by medpriv on the training patients."
+
+
 def plain_statement(run: dict) -> str:
     """What the model protects, in words a privacy officer can sign off."""
     privacy = _dict(run.get("privacy"))
@@ -467,6 +483,8 @@ def plain_statement(run: dict) -> str:
         text = (
             "Nothing is formally protected: this model carries no differential-privacy guarantee."
         )
+        if which := user_model(run):
+            text = f"{which} {text}"
         if measured:
             text += " Measured: " + "; ".join(measured) + "."
         return text + chance_sentence(run)
