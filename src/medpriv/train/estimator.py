@@ -198,20 +198,41 @@ class EstimatorTrainer(Trainer):
         scorer = EstimatorScorer(
             self.template, columns=None if names is None else [str(n) for n in names]
         )
+        return self._trained(
+            self.template,
+            pre=pre,
+            scorer=scorer,
+            splits=splits,
+            params={
+                "weights": "fitted elsewhere: the file's, as they are (never refitted)",
+                "calibration": None,
+            },
+        )
+
+    def _trained(
+        self,
+        estimator: Any,
+        *,
+        pre: Preprocessor | TableColumns,
+        scorer: Any,
+        splits: Splits,
+        params: dict[str, Any],
+        seconds: float = 0.0,
+        on_epoch: EpochCallback | None = None,
+    ) -> TrainedModel:
+        """The TrainedModel of a fitted estimator: its validation AUROC as the one epoch."""
         x_val = pre.transform(splits.val.features)
         record = {"epoch": 1, "val_auroc": auroc(splits.val.labels, scorer.margin(x_val))}
+        if on_epoch is not None:
+            on_epoch(1, record)
         return TrainedModel(
             method=self.method,
             preprocessor=pre,
             scorer=scorer,
             history=[record],
             privacy=PrivacySpent(unit=splits.train.unit_name, sampling="none (not private)"),
-            params={
-                **self.settings(self.template),
-                **_iterations(self.template),
-                "weights": "fitted elsewhere: the file's, as they are (never refitted)",
-                "calibration": None,
-            },
+            cost=Cost(train_seconds=seconds),
+            params={**self.settings(estimator), **_iterations(estimator), **params},
         )
 
     def fit(
@@ -240,19 +261,12 @@ class EstimatorTrainer(Trainer):
         scorer, calibration = maybe_calibrate(
             EstimatorScorer(estimator), x_val, splits.val.labels, calibrate=bool(config.calibrate)
         )
-        record = {"epoch": 1, "val_auroc": auroc(splits.val.labels, scorer.margin(x_val))}
-        if on_epoch is not None:
-            on_epoch(1, record)
-        return TrainedModel(
-            method=self.method,
-            preprocessor=pre,
+        return self._trained(
+            estimator,
+            pre=pre,
             scorer=scorer,
-            history=[record],
-            privacy=PrivacySpent(unit=splits.train.unit_name, sampling="none (not private)"),
-            cost=Cost(train_seconds=time.perf_counter() - start),
-            params={
-                **self.settings(estimator),
-                **_iterations(estimator),
-                "calibration": calibration,
-            },
+            splits=splits,
+            params={"calibration": calibration},
+            seconds=time.perf_counter() - start,
+            on_epoch=on_epoch,
         )
