@@ -28,3 +28,23 @@ def test_hgb_fits_on_training_patients_reproducibly_and_claims_nothing():
     # Platt scaling is monotone: the ranking (and so the AUROC) is the fit's own
     order = np.argsort(first.margin(splits.test))
     assert np.all(np.diff(calibrated.margin(splits.test)[order]) >= -1e-9)
+
+
+def test_hgb_stops_early_on_the_validation_patients_and_trains_on_every_training_one(
+    monkeypatch,
+):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    splits = split_by_unit(make_toy_dataset(900), seed=0)
+    seen: dict = {}
+    fit = HistGradientBoostingClassifier.fit
+
+    def spy(self, x, y, sample_weight=None, **validation):
+        seen.update(rows=len(x), **validation)
+        return fit(self, x, y, sample_weight, **validation)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", spy)
+    get_trainer("hgb").fit(splits=splits, config=TrainConfig(), seed=0)
+    assert seen["rows"] == len(splits.train)
+    assert len(seen["X_val"]) == len(splits.val)
+    np.testing.assert_array_equal(seen["y_val"], splits.val.labels)

@@ -173,6 +173,10 @@ class EstimatorTrainer(Trainer):
             **params,
         }
 
+    def fit_options(self, pre: Preprocessor | TableColumns, splits: Splits) -> dict[str, Any]:
+        """Keyword arguments of the estimator's `fit` beyond X and y (none by default)."""
+        return {}
+
     def load_fitted(self, *, splits: Splits, config: TrainConfig) -> TrainedModel:
         """The file's fitted estimator as it is (no fit, no calibration): `splits.train` must be
         the patients it was trained on (`--member-column`)."""
@@ -256,7 +260,11 @@ class EstimatorTrainer(Trainer):
             # Newton-Cholesky meeting collinear one-hot columns switches to lbfgs by itself and
             # still reaches the minimiser: a notice for scikit-learn's developers, not the user's
             warnings.simplefilter("ignore", LinAlgWarning)
-            estimator.fit(pre.transform(splits.train.features), splits.train.labels)
+            estimator.fit(
+                pre.transform(splits.train.features),
+                splits.train.labels,
+                **self.fit_options(pre, splits),
+            )
         x_val = pre.transform(splits.val.features)
         scorer, calibration = maybe_calibrate(
             EstimatorScorer(estimator), x_val, splits.val.labels, calibrate=bool(config.calibrate)
