@@ -109,3 +109,14 @@ def test_report_and_resume_refuse_a_tampered_file_with_its_paths(run_folder, tmp
     (folder / "config.toml").write_text((run_folder / "config.toml").read_text())
     resumed = CliRunner().invoke(app, ["run", "--resume", str(folder), "--no-progress"])
     assert resumed.exit_code != 0 and "runs[0].utility.auroc" in resumed.output
+
+
+def test_the_privacy_record_names_every_key_privacy_spent_writes():
+    """The schema's privacy block and the statement object that writes it cannot drift apart."""
+    import dataclasses
+
+    from medpriv.privacy.statement import PrivacySpent
+    from medpriv.results_schema import PrivacyRecord
+
+    written = set(PrivacySpent(epsilon=1.0, delta=1e-5).to_dict())
+    assert written == {f.name for f in dataclasses.fields(PrivacyRecord)}
