@@ -8,11 +8,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.utils.estimator_checks import check_estimator
 
 import medpriv
-from medpriv.classifiers import DPLogisticRegression, DPSGDClassifier, holdout_units
+from medpriv.classifiers import DPLogisticRegression, DPSGDClassifier
+from medpriv.data.dataset import Schema, TabularDataset
+from medpriv.data.splits import split_train_val
 from medpriv.metrics import auroc
 from tests.conftest import make_toy_dataset
 
@@ -97,15 +100,24 @@ def test_dp_logistic_regression_spends_pure_epsilon_for_replacement():
 
 
 def test_held_out_units_keep_both_classes_on_both_sides():
-    rng = np.random.default_rng(0)
-    labels = np.array([0] * 20 + [1] * 3)
-    held = holdout_units(np.arange(23), labels, fraction=0.15, rng=rng)
-    assert set(labels[held]) == {0, 1} and set(labels[~held]) == {0, 1}
-    assert held.sum() == 3 + 1
-    with pytest.raises(ValueError, match="only 1 unit"):
-        holdout_units(np.arange(5), np.array([0, 0, 0, 0, 1]), fraction=0.15, rng=rng)
+    def units(labels: list[int]) -> TabularDataset:
+        frame = pd.DataFrame({"x0": np.zeros(len(labels))})
+        return TabularDataset(
+            name="t",
+            features=frame,
+            labels=np.array(labels),
+            unit_ids=np.arange(len(labels)),
+            schema=Schema(numeric=("x0",), categorical=()),
+        )
+
+    labels = [0] * 20 + [1] * 3
+    splits = split_train_val(units(labels), val_fraction=0.15, seed=0)
+    assert set(splits.val.labels) == {0, 1} and set(splits.train.labels) == {0, 1}
+    assert len(splits.val) == 3 + 1
+    with pytest.raises(ValueError, match=r"val 0 positive / 1 negative \(a single class\)"):
+        split_train_val(units([0, 0, 0, 0, 1]), val_fraction=0.15, seed=0)
     with pytest.raises(ValueError, match="validation_fraction"):
-        holdout_units(np.arange(5), np.zeros(5), fraction=1.5, rng=rng)
+        split_train_val(units([0, 1] * 3), val_fraction=1.5, seed=0)
 
 
 def test_import_medpriv_stays_light_and_exports_the_api():

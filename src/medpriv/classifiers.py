@@ -34,29 +34,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from medpriv.config import PrivacyConfig, TrainConfig
 from medpriv.data.dataset import Schema, TabularDataset
-from medpriv.data.splits import Splits
+from medpriv.data.splits import split_train_val
 from medpriv.train.base import get_trainer
-
-
-def holdout_units(
-    units: np.ndarray, labels: np.ndarray, *, fraction: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Which rows belong to held-out (validation) units: `fraction` of the units of each class
-    (a unit's class is its largest label), at least one and never all of them."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")
-    unique, index = np.unique(units, return_inverse=True)
-    unit_label = pd.Series(labels).groupby(index).max().to_numpy()
-    held = np.zeros(len(unique), dtype=bool)
-    for label in (0, 1):
-        members = rng.permutation(np.flatnonzero(unit_label == label))
-        if len(members) < 2:
-            raise ValueError(
-                f"only {len(members)} unit(s) of class {label}: fitting needs at least two units "
-                "of each class (one for training, one held out for validation)"
-            )
-        held[members[: min(len(members) - 1, max(1, round(fraction * len(members))))]] = True
-    return held[index]
 
 
 def _frame(x: np.ndarray) -> pd.DataFrame:
@@ -87,8 +66,7 @@ class PrivateClassifier(ClassifierMixin, BaseEstimator):
         units = np.arange(len(y)) if groups is None else np.asarray(groups)
         if units.shape != (len(y),):
             raise ValueError(f"groups must hold one unit id per row ({len(y)}), got {units.shape}")
-        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        held = holdout_units(units, labels, fraction=self.validation_fraction, rng=rng)
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         columns = _frame(x)
         data = TabularDataset(
             name="fit",
@@ -98,16 +76,10 @@ class PrivateClassifier(ClassifierMixin, BaseEstimator):
             schema=Schema(numeric=tuple(columns.columns), categorical=()),
             unit_name="unit",
         )
-        splits = Splits(
-            parts={
-                "train": data.subset(np.flatnonzero(~held)),
-                "val": data.subset(np.flatnonzero(held)),
-            },
-            seed=0,
-        )
+        splits = split_train_val(data, val_fraction=self.validation_fraction, seed=seed)
         config, privacy = self._configs()
         model = get_trainer(self.method).fit(
-            splits=splits, config=config, privacy=privacy, seed=int(rng.integers(2**31 - 1))
+            splits=splits, config=config, privacy=privacy, seed=seed
         )
         self.model_ = model
         self.privacy_spent_ = model.privacy

@@ -9,7 +9,7 @@ is what the command line writes: results.json's document, the report beside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from medpriv.config import QUICK, load_config
 from medpriv.data.dataset import TabularDataset
 from medpriv.errors import ConfigError
-from medpriv.train.estimator import factory_name
+from medpriv.train.estimator import Factory, template_factory
 
 
 @dataclass(frozen=True)
@@ -41,21 +41,16 @@ class AuditResult:
         return list(self.results["runs"])
 
 
-def model_factory(model: Any) -> tuple[str, Callable[[], Any] | None]:
+def model_factory(model: Any) -> tuple[str, Factory | None]:
     """(the name results.json records, the factory object or None when named by a string)."""
     if isinstance(model, str):
         return model, None
     if hasattr(model, "fit") and hasattr(model, "get_params"):  # an unfitted estimator: cloned
-        from sklearn.base import clone
-
-        def fresh() -> Any:
-            return clone(model)
-
         kind = type(model)
-        fresh.__module__, fresh.__qualname__ = kind.__module__, f"{kind.__qualname__}()"
-        return factory_name(fresh), fresh
+        return f"{kind.__module__}:{kind.__qualname__}()", template_factory(model)
     if callable(model):
-        return factory_name(model), model
+        module = getattr(model, "__module__", None) or "python"
+        return f"{module}:{getattr(model, '__qualname__', type(model).__name__)}", model
     raise ConfigError(
         "model must be a factory (a callable returning an unfitted classifier), an unfitted "
         f"scikit-learn classifier or 'package.module:factory'; got {type(model).__name__}"

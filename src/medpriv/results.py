@@ -1,13 +1,11 @@
-"""results.json: building run entries and writing the document atomically (DESIGN.md §4)."""
+"""results.json: building run entries and the checked, strict JSON text (DESIGN.md §4)."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any, Protocol
 
-from medpriv.files import write_text_atomic
 from medpriv.privacy.statement import PrivacySpent
 from medpriv.results_schema import ResultsSchemaError, check_results
 from medpriv.train.base import Cost
@@ -68,11 +66,6 @@ def results_json(document: dict[str, Any]) -> str:
     if problems:
         raise ResultsSchemaError(problems, source="the results document medpriv built")
     return json.dumps(cleaned, indent=2, allow_nan=False) + "\n"
-
-
-def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
-    """Write `results_json(document)` to `path` atomically."""
-    return write_text_atomic(results_json(document), path)
 
 
 def validate_results(document: dict[str, Any]) -> list[str]:

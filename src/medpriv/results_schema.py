@@ -162,33 +162,38 @@ class ResultsRecord:
 
 def check_results(document: Any) -> list[str]:
     """Every problem of a parsed results document, each with its JSON path; [] when valid."""
+    return _checked(document)[1]
+
+
+def read_results(document: Any, source: str = "results.json") -> ResultsRecord:
+    """The typed record of a parsed results document; `ResultsSchemaError` listing every
+    problem otherwise."""
+    record, problems = _checked(document)
+    if problems:
+        raise ResultsSchemaError(problems, source)
+    return record
+
+
+def _checked(document: Any) -> tuple[Any, list[str]]:
+    """(the document as a `ResultsRecord` where it fits, every problem with its path)."""
     problems: list[str] = []
-    _parse(ResultsRecord, document, "", problems)
+    record = _parse(ResultsRecord, document, "", problems)
     if isinstance(document, dict) and isinstance(document.get("runs"), list):
         for i, run in enumerate(document["runs"]):
             attacks = run.get("attacks") if isinstance(run, dict) else None
             if not isinstance(attacks, dict):
                 continue
             for name, block in attacks.items():
-                record = (
+                kind = (
                     MembershipRecord
                     if name in MEMBERSHIP_ATTACKS
                     else AuditRecord
                     if name == "audit"
                     else None
                 )
-                if record is not None:
-                    _parse(record, block, f"runs[{i}].attacks.{name}", problems)
-    return problems
-
-
-def read_results(document: Any, source: str = "results.json") -> ResultsRecord:
-    """The typed record of a parsed results document; `ResultsSchemaError` listing every
-    problem otherwise."""
-    problems = check_results(document)
-    if problems:
-        raise ResultsSchemaError(problems, source)
-    return _parse(ResultsRecord, document, "", [])
+                if kind is not None:
+                    _parse(kind, block, f"runs[{i}].attacks.{name}", problems)
+    return record, problems
 
 
 _NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}

@@ -187,8 +187,6 @@ ALLOWED = {"privacy", "attacks", "data"}
 NOT_PRIVACY_NOISE = {
     "metrics.py": "bootstrap resampling of test predictions for confidence intervals",
     "train/logreg.py": "the non-private logistic regression's solver seed",
-    "classifiers.py": "the scikit-learn API's held-out validation units and the trainer's "
-    "seed (split and initial weights); the DP noise is drawn by the core's NoiseSource",
     "train/federated/server.py": "seeded fixed-size client selection for non-private and "
     "sample-level rounds (no guarantee rests on which clients train); client-level DP "
     "participation is drawn by the core's NoiseSource",

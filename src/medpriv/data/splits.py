@@ -76,11 +76,28 @@ def split_by_unit(
     return Splits(parts=parts, seed=seed)
 
 
+def split_train_val(dataset: TabularDataset, *, val_fraction: float, seed: int) -> Splits:
+    """Training and validation parts only (the scikit-learn API, `medpriv.classifiers`: every
+    unit not held out trains): `val_fraction` of each stratum's units, at least one and never
+    all of them, so that a small table keeps both classes on both sides (refused otherwise)."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"validation_fraction must be in (0, 1), got {val_fraction}")
+    parts = _parts_by_unit(dataset, {"val": val_fraction}, rest="train", seed=seed, least=1)
+    check_class_counts(parts, dataset_name=dataset.name, min_per_class=1)
+    return Splits(parts=parts, seed=seed)
+
+
 def _parts_by_unit(
-    dataset: TabularDataset, fractions: Mapping[str, float], *, rest: str, seed: int
+    dataset: TabularDataset,
+    fractions: Mapping[str, float],
+    *,
+    rest: str,
+    seed: int,
+    least: int = 0,
 ) -> dict[str, TabularDataset]:
     """Each unit to one part: `fractions` of the units of each stratum (whether the unit has a
-    positive record), the remainder to `rest`; seeded."""
+    positive record), the remainder to `rest`; seeded. With `least`, a part takes at least
+    that many units of a stratum and leaves at least that many to the others."""
     units, unit_index = np.unique(dataset.unit_ids, return_inverse=True)
     unit_label = pd.Series(dataset.labels).groupby(unit_index).max().to_numpy()
     rng = np.random.default_rng(seed)
@@ -90,6 +107,8 @@ def _parts_by_unit(
         start = 0
         for name, fraction in fractions.items():
             count = round(fraction * len(members))
+            if least:
+                count = max(0, min(len(members) - start - least, max(least, count)))
             assignment[members[start : start + count]] = name
             start += count
     row_part = assignment[unit_index]

@@ -61,16 +61,9 @@ def load_factory(spec: str) -> Factory:
     return factory
 
 
-def factory_name(factory: Factory) -> str:
-    """`module:qualname` of a factory given as a Python object (what results.json records)."""
-    if not callable(factory):
-        raise ConfigError(f"the model factory must be callable, got {type(factory).__name__}")
-    module = getattr(factory, "__module__", None) or "python"
-    return f"{module}:{getattr(factory, '__qualname__', type(factory).__name__)}"
-
-
 def template_factory(template: Any) -> Factory:
-    """Unfitted clones of an estimator read from a file: its settings, never its weights."""
+    """Unfitted clones of a template estimator (a file's, or one given from Python): its
+    settings, never its weights."""
     from sklearn.base import clone
 
     if not hasattr(template, "get_params"):
@@ -129,22 +122,23 @@ class EstimatorTrainer(Trainer):
 
     def __init__(
         self,
-        model: str | Factory | None = None,
+        model: str | None = None,
         model_input: str = "design",
         trusted_types: tuple[str, ...] = (),
         fitted: bool = False,
+        factory: Factory | None = None,
     ) -> None:
-        """`model`: `package.module:factory`, a `.skops` file whose estimator is the template
-        (read only with every type trusted: `medpriv.train.model_file`), or the factory itself
-        (from Python: `medpriv.audit`). With `fitted`, the run's model is the file's estimator
-        with its own weights (`load_fitted`); reference models and canary runs refit clones."""
+        """`model`: `package.module:factory` or a `.skops` file whose estimator is the template
+        (read only with every type trusted: `medpriv.train.model_file`); from Python
+        (`medpriv.audit`) `factory` is the factory itself and `model` only names it. With
+        `fitted`, the run's model is the file's estimator with its own weights (`load_fitted`);
+        reference models and canary runs refit clones."""
         if model_input not in MODEL_INPUTS:
             raise ConfigError(f"model input must be one of {', '.join(MODEL_INPUTS)}")
         self.model_input, self.trusted_types = model_input, tuple(trusted_types)
-        self.spec = model if model is None or isinstance(model, str) else factory_name(model)
-        self._factory = None if model is None or isinstance(model, str) else model
+        self.spec, self._factory = model, factory
         self.template, self.fitted_elsewhere = None, fitted
-        if isinstance(model, str) and is_model_file(model):
+        if factory is None and model is not None and is_model_file(model):
             # read once, before any training; every fit starts from an unfitted clone
             self.template = load_model_file(model, self.trusted_types)
             self._factory = template_factory(self.template)
@@ -173,8 +167,9 @@ class EstimatorTrainer(Trainer):
             **params,
         }
 
-    def fit_options(self, pre: Preprocessor | TableColumns, splits: Splits) -> dict[str, Any]:
-        """Keyword arguments of the estimator's `fit` beyond X and y (none by default)."""
+    def fit_options(self, x_val: Any, y_val: np.ndarray) -> dict[str, Any]:
+        """Keyword arguments of the estimator's `fit` beyond X and y, given the validation
+        patients' inputs and labels (none by default)."""
         return {}
 
     def load_fitted(self, *, splits: Splits, config: TrainConfig) -> TrainedModel:
@@ -207,6 +202,7 @@ class EstimatorTrainer(Trainer):
             pre=pre,
             scorer=scorer,
             splits=splits,
+            x_val=pre.transform(splits.val.features),
             params={
                 "weights": "fitted elsewhere: the file's, as they are (never refitted)",
                 "calibration": None,
@@ -220,12 +216,13 @@ class EstimatorTrainer(Trainer):
         pre: Preprocessor | TableColumns,
         scorer: Any,
         splits: Splits,
+        x_val: Any,
         params: dict[str, Any],
         seconds: float = 0.0,
         on_epoch: EpochCallback | None = None,
     ) -> TrainedModel:
-        """The TrainedModel of a fitted estimator: its validation AUROC as the one epoch."""
-        x_val = pre.transform(splits.val.features)
+        """The TrainedModel of a fitted estimator: its validation AUROC (on `x_val`, the
+        validation patients' inputs) as the one epoch."""
         record = {"epoch": 1, "val_auroc": auroc(splits.val.labels, scorer.margin(x_val))}
         if on_epoch is not None:
             on_epoch(1, record)
@@ -255,6 +252,7 @@ class EstimatorTrainer(Trainer):
         columns = TableColumns if self.model_input == "table" else Preprocessor
         pre = columns(splits.train.schema).fit(splits.train.features)
         estimator = self.estimator(config, seed)
+        x_val = pre.transform(splits.val.features)
         with warnings.catch_warnings():  # an iteration cap reached is the recipe's, not an error
             warnings.simplefilter("ignore", ConvergenceWarning)
             # Newton-Cholesky meeting collinear one-hot columns switches to lbfgs by itself and
@@ -263,9 +261,8 @@ class EstimatorTrainer(Trainer):
             estimator.fit(
                 pre.transform(splits.train.features),
                 splits.train.labels,
-                **self.fit_options(pre, splits),
+                **self.fit_options(x_val, splits.val.labels),
             )
-        x_val = pre.transform(splits.val.features)
         scorer, calibration = maybe_calibrate(
             EstimatorScorer(estimator), x_val, splits.val.labels, calibrate=bool(config.calibrate)
         )
@@ -274,6 +271,7 @@ class EstimatorTrainer(Trainer):
             pre=pre,
             scorer=scorer,
             splits=splits,
+            x_val=x_val,
             params={"calibration": calibration},
             seconds=time.perf_counter() - start,
             on_epoch=on_epoch,

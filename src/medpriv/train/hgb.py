@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from medpriv.data.preprocess import Preprocessor, TableColumns
-from medpriv.data.splits import Splits
 from medpriv.train.base import TRAINERS
 from medpriv.train.estimator import EstimatorTrainer, Factory
 
@@ -46,6 +45,6 @@ class HGBTrainer(EstimatorTrainer):
     def factory(self) -> Factory:
         return hgb
 
-    def fit_options(self, pre: Preprocessor | TableColumns, splits: Splits) -> dict[str, Any]:
+    def fit_options(self, x_val: Any, y_val: np.ndarray) -> dict[str, Any]:
         """Early stopping on the validation patients (never the test patients)."""
-        return {"X_val": pre.transform(splits.val.features), "y_val": splits.val.labels}
+        return {"X_val": x_val, "y_val": y_val}

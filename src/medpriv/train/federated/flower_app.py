@@ -41,11 +41,12 @@ from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ProtocolError
+from medpriv.files import write_text_atomic
 from medpriv.privacy.plan import VALIDATION_CAVEAT
 from medpriv.privacy.randomness import NoiseSource
 from medpriv.privacy.statement import PrivacySpent
 from medpriv.report.files import write_reports
-from medpriv.results import results_json, write_json_atomic
+from medpriv.results import results_json
 from medpriv.train.federated.client import ClientUpdate, LocalRecipe, client_seed
 from medpriv.train.federated.engine import initial_weights
 from medpriv.train.federated.evaluation import (
@@ -233,8 +234,9 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         spent=spent,
         train_seconds=train_seconds,
     )
-    write_reports(json.loads(results_json(document)), out)
-    write_json_atomic(document, out / "results.json")
+    text = results_json(document)  # checked and serialized once; the reports read it back
+    write_reports(json.loads(text), out)
+    write_text_atomic(text, out / "results.json")
 
 
 def evaluate_on_sites(
