@@ -135,6 +135,42 @@ def test_attacks_leave_the_splits_and_the_released_model_unchanged(
     assert run_on["attacks"]["mia_loss"]["n_nonmembers"] == run_on["splits"]["test"]
 
 
+def test_a_large_table_is_attacked_on_a_sample_and_the_report_says_so(
+    toy_csv: Path, tmp_path: Path
+):
+    config = load_config(
+        None,
+        {
+            "data": {"spec": f"csv:{toy_csv}", "target": "outcome", "sensitive": ["group"]},
+            "run": {
+                "methods": ["logreg"],
+                "out": str(tmp_path / "runs"),
+                "bootstrap": 20,
+                "attacks": ["mia_loss", "mia_lira"],
+                "shadow_models": 4,
+                "attack_units": 60,
+                "min_group_units": 10,
+            },
+        },
+    )
+    (run,) = run_experiment(config)["runs"]
+    for name in ("mia_loss", "mia_lira"):
+        block = run["attacks"][name]
+        assert block["n_members"] == block["n_nonmembers"] == 60  # one record per unit here
+        assert block["sample"] == {
+            "member_units": 60,
+            "member_units_total": run["splits"]["train"],
+            "nonmember_units": 60,
+            "nonmember_units_total": run["splits"]["test"],
+        }
+    exposure = run["subgroups"]["attributes"][0]["groups"]
+    assert sum(g["membership"]["members"] for g in exposure if g.get("membership")) <= 60
+    run_dir = next((tmp_path / "runs").iterdir())
+    said = f"a uniform random sample of 60 of {run['splits']['train']:,} training patients"
+    assert said in (run_dir / "report.md").read_text()
+    assert said in (run_dir / "report.html").read_text()
+
+
 def test_resume_extends_training_from_checkpoints(toy_csv: Path, tmp_path: Path):
     first = run_experiment(_config(toy_csv, tmp_path / "runs", epochs=2))
     run_dir = next((tmp_path / "runs").iterdir())

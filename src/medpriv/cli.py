@@ -160,6 +160,14 @@ def run(
             "'who pays' section (default 50; smaller groups are suppressed)"
         ),
     ] = None,
+    attack_units: Annotated[
+        int | None,
+        typer.Option(
+            help="most patients (privacy units) of each side, members and non-members, whose "
+            "records the membership and attribute attacks score (default 20000; a larger side "
+            "is sampled at random, reference models still train on every patient)"
+        ),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="parent folder of the run folder")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML experiment file")] = None,
     resume: Annotated[
@@ -353,6 +361,7 @@ def run(
             "trusted_types": trust_type,
             "fitted": fitted,
             "min_group_units": min_group,
+            "attack_units": attack_units,
         },
         "privacy": {
             "target_epsilon": target_epsilon,

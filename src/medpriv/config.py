@@ -156,6 +156,12 @@ DP_RECIPE: dict[str, Any] = {
 }
 
 
+# The most units of each side (members, non-members) whose records the membership attacks score
+# (`medpriv.attacks.runner.AttackPool`). 20,000 non-members resolve a TPR at FPR 10⁻³ with 20 false
+# positives; larger tables are attacked on a uniform random sample of units per side while the
+# reference models still train on every pool unit (issue 17: the attack's cost bounded on large
+# tables).
+MAX_ATTACKED_UNITS = 20_000
 MIN_GROUP_UNITS = 50  # a report subgroup with fewer privacy units is suppressed
 
 
@@ -176,7 +182,9 @@ class RunConfig:
     `trusted_types` (`medpriv.train.model_file`); `fitted` attacks that file's fitted weights as
     they are (its training patients named by `data.member_column`); `min_group_units` is the
     fewest privacy units a subgroup of the report's "who pays" section needs to be shown
-    (smaller groups are suppressed).
+    (smaller groups are suppressed); `attack_units` is the most units of each side (members,
+    non-members) the membership and attribute attacks score — a larger side is sampled
+    uniformly by unit, the reference models still train on every pool unit.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -195,6 +203,7 @@ class RunConfig:
     trusted_types: tuple[str, ...] = ()
     fitted: bool = False
     min_group_units: int = MIN_GROUP_UNITS
+    attack_units: int = MAX_ATTACKED_UNITS
 
 
 @dataclass(frozen=True)
@@ -396,6 +405,7 @@ RANGES: dict[str, Range] = {
     "run.inversion_steps": _whole(1),
     "run.inversion_trials": _whole(1),
     "run.min_group_units": _whole(10, "--min-group"),
+    "run.attack_units": _whole(1, "--attack-units"),
     "privacy.target_epsilon": _positive("--target-epsilon", MAX_EPSILON),
     "privacy.noise_multiplier": _positive("--noise-multiplier", MAX_NOISE_MULTIPLIER),
     "privacy.delta": Range(MIN_DELTA, 1, high_open=True, flag="--delta"),

@@ -331,8 +331,10 @@ def _train_and_measure(
     )
     entry["cost"]["eval_seconds"] = round(time.perf_counter() - started, 4)
     membership: dict[str, Any] = {}
+    pool = None
     if config.run.attacks:
         started = time.perf_counter()
+        pool = AttackPool.from_splits(splits, max_units=config.run.attack_units, seed=seed)
         entry["attacks"], membership = run_attacks(
             model,
             splits,
@@ -346,13 +348,14 @@ def _train_and_measure(
             device=config.run.device,
             seed=seed,
             progress=lambda text: notify("attack", {"name": name, "text": text}),
+            pool=pool,
         )
         entry["cost"]["attack_seconds"] = round(time.perf_counter() - started, 4)
     subgroups = subgroup_block(
         test=splits.test,
         test_prob=model.predict_proba(splits.test),
         reference=splits.val,
-        pool=AttackPool.from_splits(splits).records if membership else None,
+        pool=pool.records if membership and pool is not None else None,
         membership=membership,
         min_units=config.run.min_group_units,
         n_boot=config.run.bootstrap,

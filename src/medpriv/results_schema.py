@@ -109,6 +109,8 @@ class MembershipRecord:
     advantage: float | None = None
     n_members: int | None = None
     n_nonmembers: int | None = None
+    # attacked and total units per side when the attack scored a random sample (large tables)
+    sample: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from medpriv.attacks.runner import ALL_ATTACKS, ATTACKS, AttackPool, run_attacks, shadow_in_mask
+from medpriv.attacks.runner import (
+    ALL_ATTACKS,
+    ATTACKS,
+    AttackPool,
+    run_attacks,
+    shadow_in_mask,
+    train_shadow_outputs,
+)
 from medpriv.config import ATTACK_NAMES, FederatedConfig, PrivacyConfig, TrainConfig, load_config
 from medpriv.data.splits import split_by_unit
 from medpriv.errors import ConfigError
@@ -43,6 +50,98 @@ def test_the_pool_is_the_training_units_against_the_test_units():
     in_mask = shadow_in_mask(ids, 4, seed=0)
     assert np.all(in_mask.sum(axis=0) == 2)
     assert in_mask[:, member].any() and in_mask[:, ~member].any()
+
+
+def test_a_large_pool_is_attacked_on_a_random_sample_of_units():
+    splits = make_splits(make_toy_dataset(1000, records_per_unit=2), load_config(None, {}), 0)
+    whole = AttackPool.from_splits(splits)
+    assert whole.attacked is None and whole.sample() is None
+    assert AttackPool.from_splits(splits, max_units=10_000).attacked is None  # nothing to cut
+    pool = AttackPool.from_splits(splits, max_units=40, seed=3)
+    assert len(pool.everyone) == len(whole.records)  # the reference models' pool is whole
+    member = pool.member.astype(bool)
+    ids = pool.records.unit_ids
+    assert len(set(ids[member])) == 40 and len(set(ids[~member])) == 40
+    assert set(ids[member]) <= set(splits.train.unit_ids)  # membership truth kept
+    assert set(ids[~member]) <= set(splits.test.unit_ids)
+    for unit in set(ids):  # a sampled unit brings every one of its records
+        assert (ids == unit).sum() == (pool.everyone.unit_ids == unit).sum()
+    assert pool.sample() == {
+        "member_units": 40,
+        "member_units_total": splits.train.n_units,
+        "nonmember_units": 40,
+        "nonmember_units_total": splits.test.n_units,
+    }
+    assert np.array_equal(pool.members.unit_ids, ids[member])
+    assert np.array_equal(pool.nonmembers.unit_ids, ids[~member])
+    again = AttackPool.from_splits(splits, max_units=40, seed=3)
+    assert np.array_equal(again.attacked, pool.attacked)  # seeded
+    assert not np.array_equal(
+        AttackPool.from_splits(splits, max_units=40, seed=4).attacked, pool.attacked
+    )
+    with pytest.raises(ValueError, match="at least 1"):
+        AttackPool.from_splits(splits, max_units=0)
+
+
+@pytest.mark.parametrize("method", ["baseline", "logreg"])  # vectorized and refitted shadows
+def test_a_sampled_pool_keeps_its_reference_models_at_full_size(method, monkeypatch):
+    splits = make_splits(make_toy_dataset(800), load_config(None, {}), 0)
+    pool = AttackPool.from_splits(splits, max_units=50, seed=0)
+    config = TrainConfig(epochs=2, hidden=(8,))
+    trainer = get_trainer(method)
+    model = trainer.fit(splits=splits, config=config, seed=0)
+    sizes = []
+    if method == "baseline":
+        import medpriv.attacks.shadow as shadow
+
+        real = shadow.train_shadows
+
+        def recording(x, y, in_mask, **kwargs):
+            sizes.extend(in_mask.sum(axis=1).tolist())
+            assert len(x) == len(pool.everyone)
+            return real(x, y, in_mask, **kwargs)
+
+        monkeypatch.setattr(shadow, "train_shadows", recording)
+    else:
+        real_fit = type(trainer).fit
+
+        def recording_fit(self, *, splits, **kwargs):
+            sizes.append(len(splits.train))
+            return real_fit(self, splits=splits, **kwargs)
+
+        monkeypatch.setattr(type(trainer), "fit", recording_fit)
+    outputs = train_shadow_outputs(
+        model, pool, splits, trainer=trainer, config=config, privacy=None, k=4, seed=0
+    )
+    in_everyone = shadow_in_mask(pool.everyone.unit_ids, 4, 0)
+    assert sizes == in_everyone.sum(axis=1).tolist()  # half of every pool unit each
+    assert min(sizes) > 2 * 2 * 50 * 0.9  # far more than the attacked records
+    assert outputs.pool.shape == (4, len(pool.records))
+    assert np.array_equal(outputs.in_mask, in_everyone[:, pool.attacked])
+
+
+def test_sampled_attacks_say_so_in_every_membership_block():
+    splits = _splits(800)
+    pool = AttackPool.from_splits(splits, max_units=60, seed=1)
+    trainer = get_trainer("logreg")
+    model = trainer.fit(splits=splits, config=TrainConfig(), seed=0)
+    block, results = run_attacks(
+        model,
+        splits,
+        attacks=("mia_loss", "mia_lira", "attribute"),
+        trainer=trainer,
+        config=TrainConfig(),
+        privacy=None,
+        n_shadow=4,
+        pool=pool,
+    )
+    for name in ("mia_loss", "mia_lira"):
+        assert block[name]["sample"] == pool.sample()
+        assert block[name]["n_members"] == block[name]["n_nonmembers"] == 60
+        assert len(results[name].scores) == 120
+    attribute = block["attribute"]
+    assert attribute["members"]["n"] <= 60 and attribute["nonmembers"]["n"] <= 60
+    assert attribute["sample"] == pool.sample()
 
 
 def test_the_pool_refuses_splits_without_a_test_part_or_sharing_units():

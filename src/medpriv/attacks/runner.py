@@ -49,23 +49,33 @@ Progress = Callable[[str], None]
 class AttackPool:
     """Pool records (members first), their membership and the population for RMIA.
 
+    `everyone` is the whole pool (train ∪ test) the reference models train on; `attacked` the
+    positions in it of the records the attacks score (None: all of them) — a uniform random
+    sample of units on a large table, said in each membership block (`sample`).
     `nonmembers_from` names the split the non-members come from (recorded in each membership
     attack's results.json block)."""
 
-    records: TabularDataset
-    member: np.ndarray
+    everyone: TabularDataset
+    member_everyone: np.ndarray
     population: TabularDataset
     nonmembers_from: str = NONMEMBER_PART
+    attacked: np.ndarray | None = None
 
     @classmethod
-    def from_splits(cls, splits: Splits) -> AttackPool:
-        """Members: the training split; non-members: the test split; population: validation."""
+    def from_splits(
+        cls, splits: Splits, *, max_units: int | None = None, seed: int = 0
+    ) -> AttackPool:
+        """Members: the training split; non-members: the test split; population: validation.
+        With `max_units`, each side with more units is attacked on `max_units` of them, drawn
+        uniformly by unit (seeded: which patients are scored is no part of any guarantee)."""
         missing = [p for p in ("train", NONMEMBER_PART, "val") if p not in splits.parts]
         if missing:
             raise ValueError(
                 f"attacks need splits with train, {NONMEMBER_PART} and val parts; "
                 f"missing: {', '.join(missing)}"
             )
+        if max_units is not None and max_units < 1:
+            raise ValueError(f"max_units must be at least 1, got {max_units}")
         members, others = splits.train, splits.parts[NONMEMBER_PART]
         shared = np.intersect1d(members.unit_ids, others.unit_ids)
         if len(shared):
@@ -74,7 +84,63 @@ class AttackPool:
                 "have no ground truth"
             )
         member = np.r_[np.ones(len(members), int), np.zeros(len(others), int)]
-        return cls(records=concat([members, others]), member=member, population=splits.val)
+        everyone = concat([members, others])
+        attacked = None
+        if max_units is not None:
+            rng = np.random.default_rng([seed, 17])
+            keep = np.zeros(len(everyone), bool)
+            for side in (1, 0):
+                rows = np.flatnonzero(member == side)
+                units = np.unique(everyone.unit_ids[rows])
+                chosen = (
+                    units
+                    if len(units) <= max_units
+                    else rng.choice(units, max_units, replace=False)
+                )
+                keep[rows[np.isin(everyone.unit_ids[rows], chosen)]] = True
+            if not keep.all():
+                attacked = np.flatnonzero(keep)
+        return cls(
+            everyone=everyone,
+            member_everyone=member,
+            population=splits.val,
+            attacked=attacked,
+        )
+
+    @cached_property
+    def records(self) -> TabularDataset:
+        """The attacked records, members first."""
+        return self.everyone if self.attacked is None else self.everyone.subset(self.attacked)
+
+    @property
+    def member(self) -> np.ndarray:
+        """1 for a member record of `records`, 0 for a non-member."""
+        return (
+            self.member_everyone if self.attacked is None else self.member_everyone[self.attacked]
+        )
+
+    @property
+    def members(self) -> TabularDataset:
+        return self.records.subset(np.flatnonzero(self.member == 1))
+
+    @property
+    def nonmembers(self) -> TabularDataset:
+        return self.records.subset(np.flatnonzero(self.member == 0))
+
+    def sample(self) -> dict[str, int] | None:
+        """Attacked and total units per side when the attacks score a sample; None otherwise."""
+        if self.attacked is None:
+            return None
+
+        def units(data: TabularDataset, member: np.ndarray, side: int) -> int:
+            return len(np.unique(data.unit_ids[member == side]))
+
+        return {
+            "member_units": units(self.records, self.member, 1),
+            "member_units_total": units(self.everyone, self.member_everyone, 1),
+            "nonmember_units": units(self.records, self.member, 0),
+            "nonmember_units_total": units(self.everyone, self.member_everyone, 0),
+        }
 
 
 def shadow_in_mask(unit_ids: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -107,16 +173,18 @@ def train_shadow_outputs(
     k: int,
     seed: int,
 ) -> ShadowOutputs:
-    """Train k shadows with the target's recipe and collect their margins."""
-    in_mask = shadow_in_mask(pool.records.unit_ids, k, seed)
+    """Train k shadows with the target's recipe, each on a random half of every pool unit, and
+    collect their margins on the attacked records (the IN mask restricted to them)."""
+    in_everyone = shadow_in_mask(pool.everyone.unit_ids, k, seed)
+    in_mask = in_everyone if pool.attacked is None else in_everyone[:, pool.attacked]
     if model.method in VECTORIZED_METHODS:
         from medpriv.attacks.shadow import train_shadows
 
         design = model.preprocessor.transform
         shadows = train_shadows(
-            design(pool.records.features),
-            pool.records.labels,
-            in_mask,
+            design(pool.everyone.features),
+            pool.everyone.labels,
+            in_everyone,
             x_val=design(splits.val.features),
             y_val=splits.val.labels,
             recipe=shadow_recipe(model),
@@ -136,7 +204,7 @@ def train_shadow_outputs(
     trainer = trainer.for_shadows()
     pool_margins, population_margins = [], []
     for index in range(k):
-        part = pool.records.subset(np.flatnonzero(in_mask[index]))
+        part = pool.everyone.subset(np.flatnonzero(in_everyone[index]))
         shadow = trainer.fit(
             splits=replace(splits, parts={**splits.parts, "train": part}),
             config=config,
@@ -219,10 +287,12 @@ class AttackContext:
 
     def membership(self, name: str, scores: np.ndarray, **extra: Any) -> AttackResult:
         """Record a membership attack's per-record scores; its results.json block follows."""
+        sample = self.pool.sample()
         result = AttackResult.from_input(
             name,
             AttackInput(scores, self.pool.member),
             nonmembers_from=self.pool.nonmembers_from,
+            **({"sample": sample} if sample is not None else {}),
             **extra,
         )
         self.results[name] = result
@@ -303,12 +373,15 @@ def _attribute(ctx: AttackContext) -> dict[str, Any] | None:
 
     found = attribute_inference(
         ctx.model,
-        members=ctx.splits.train,
-        nonmembers=ctx.splits.parts[NONMEMBER_PART],
+        members=ctx.pool.members,
+        nonmembers=ctx.pool.nonmembers,
         reference=ctx.splits.val,
         seed=ctx.seed,
     )
-    return None if found is None else found.to_dict()
+    if found is None:
+        return None
+    sample = ctx.pool.sample()
+    return found.to_dict() | ({"sample": sample} if sample is not None else {})
 
 
 @ATTACKS.register("fl_inversion")
@@ -368,17 +441,19 @@ def run_attacks(
     inversion_steps: int = 300,
     inversion_trials: int = 2,
     device: str = "auto",
+    pool: AttackPool | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, AttackResult]]:
     """(results.json `attacks` block, AttackResults with per-record scores) for one model.
 
     Attacks run in registry order (membership attacks before the audit that reuses their
     scores); one that does not apply to this model or dataset is left out of the block.
+    `pool` is the attack pool (default: every train and test record).
     """
     functions = [(name, ATTACKS.get(name)) for name in attacks]  # unknown names fail here
     ctx = AttackContext(
         model=model,
         splits=splits,
-        pool=AttackPool.from_splits(splits),
+        pool=pool if pool is not None else AttackPool.from_splits(splits),
         trainer=trainer,
         config=config,
         privacy=privacy,

@@ -338,11 +338,31 @@ FLOWER_MEASURED_ON = (
 )
 
 
+def attack_sample_note(document: dict) -> str:
+    """'; on this table the attacks scored a random sample …' when a membership attack of the
+    document scored a sample of units (`run.attack_units`); '' otherwise."""
+    samples = [
+        block["sample"]
+        for run in document.get("runs") or []
+        for block in (run.get("attacks") or {}).values()
+        if isinstance(block, dict) and isinstance(block.get("sample"), dict)
+    ]
+    if not samples:
+        return ""
+    first = samples[0]
+    return (
+        f"; on this table the membership and attribute attacks scored a uniform random sample "
+        f"of {first['member_units']:,} of {first['member_units_total']:,} training patients "
+        f"and {first['nonmember_units']:,} of {first['nonmember_units_total']:,} test patients "
+        "(per seed; the reference models trained on all of them)"
+    )
+
+
 def measured_on(document: dict) -> str:
     """What the figures are measured on: the release-model protocol of `medpriv run`, or a
     Flower deployment's federated evaluation (with its binning error)."""
     if document.get("engine") != "flower":
-        return MEASURED_ON
+        return MEASURED_ON + attack_sample_note(document)
     errors = [
         (((run.get("utility") or {}).get("federated") or {}).get("combined") or {}).get(
             "auroc_binning_error"
