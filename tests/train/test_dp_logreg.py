@@ -7,6 +7,7 @@ asked for."""
 import math
 import secrets
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -95,7 +96,11 @@ def test_pure_epsilon_and_a_bound_fixed_in_advance(splits):
     assert p.epsilon == 2.0 and p.delta == 0.0 and "pure ε-DP" in p.statement()
     assert model.params["data_norm"] == DEFAULT_DATA_NORM
     assert "fixed in advance, not computed from the data" in p.statement()
-    assert "validation records (used for preprocessing statistics" in p.statement()
+    assert (
+        "validation records (used, labels included, for preprocessing statistics, the "
+        "projection of the design and calibration) are not protected" in p.statement()
+    )
+    assert "projected onto 4 directions fitted on the validation patients" in p.statement()
     assert model.params["C"] == DP_LOGREG_RECIPE["logreg_c"] and model.params["calibration"]
     fitted_on_val = Preprocessor(splits.val.schema).fit(splits.val.features).state_dict()
     assert model.preprocessor.state_dict() == fitted_on_val  # nothing fitted on training rows
@@ -144,10 +149,9 @@ def test_every_row_given_to_diffprivlib_is_within_the_bound_and_no_intercept_is_
     bound = data_norm or DEFAULT_DATA_NORM
     assert model.params["data_norm"] == bound
     [(estimator, rows)] = diffprivlib_calls
-    assert rows.shape == (
-        len(splits.train),
-        model.preprocessor.transform(splits.val.features).shape[1] + 1,
-    )
+    # the design projected on PROJECTION_DIMENSIONS directions, then the constant column
+    assert rows.shape == (len(splits.train), dp_logreg.PROJECTION_DIMENSIONS + 1)
+    assert model.params["projection"]["dimensions"] == dp_logreg.PROJECTION_DIMENSIONS
     assert np.all(np.linalg.norm(rows, axis=1) <= bound * (1 + 1e-12))  # constant included
     assert np.all(rows[:, -1] == rows[0, -1]) and rows[0, -1] > 0  # the constant column
     assert estimator.data_norm == bound  # diffprivlib's sensitivity is the stated bound
@@ -158,6 +162,44 @@ def test_every_row_given_to_diffprivlib_is_within_the_bound_and_no_intercept_is_
     # the scorer transforms rows exactly as the fit did
     x = model.preprocessor.transform(splits.train.features)
     assert np.allclose(model.scorer.margin(x), rows @ estimator.coef_.ravel())
+
+
+def test_the_projection_is_fitted_on_validation_patients_only(splits, monkeypatch):
+    """Training records never shape the projection: it is the same whatever their labels, and
+    it is fitted on exactly the validation patients' design and labels."""
+    seen = []
+    fit = dp_logreg.ValidationProjection.fit.__func__
+
+    def spy(cls, x_val, y_val, dimensions=None):
+        seen.append((np.array(x_val), np.array(y_val)))
+        return fit(cls, x_val, y_val, dimensions)
+
+    monkeypatch.setattr(dp_logreg.ValidationProjection, "fit", classmethod(spy))
+    _fit(splits, target_epsilon=1.0)
+    flipped = dict(splits.parts)
+    flipped["train"] = replace(splits.train, labels=1 - splits.train.labels)
+    _fit(type(splits)(parts=flipped, seed=splits.seed), target_epsilon=1.0)
+    (x_first, y_first), (x_second, y_second) = seen
+    expected = Preprocessor(splits.val.schema).fit(splits.val.features)
+    np.testing.assert_array_equal(x_first, expected.transform(splits.val.features))
+    np.testing.assert_array_equal(y_first, splits.val.labels)
+    np.testing.assert_array_equal(x_first, x_second)
+    np.testing.assert_array_equal(y_first, y_second)
+
+
+def test_the_projection_leads_with_the_validation_logistic_direction():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 12)) * np.linspace(3, 0.5, 12)  # variance led by column 0
+    y = (x[:, 5] + 0.3 * rng.normal(size=400) > 0).astype(int)  # signal in a minor column
+    projection = dp_logreg.ValidationProjection.fit(x, y, dimensions=3)
+    assert projection.components.shape == (12, 3)
+    assert np.argmax(np.abs(projection.components[:, 0])) == 5  # the label's direction first
+    z = projection.transform(x)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-9)  # unit variance on validation
+    np.testing.assert_allclose(
+        projection.components[:, 0] @ projection.components[:, 1:], 0, atol=1e-9
+    )  # the components after it are orthogonal to it
+    assert dp_logreg.ValidationProjection.fit(x[:, :2], y, dimensions=5).dimensions == 2
 
 
 def test_noise_scale_follows_chaudhuri_et_al_with_the_squared_row_bound(splits, vector_mechanisms):
