@@ -5,7 +5,8 @@ dropped unseen. The run's VALIDATION patients become this comparison's evaluatio
 validation part (for preprocessing, calibration and the kept iterate) is carved from the
 training patients. The cohorts are draws of the public synthetic generator other than the one
 `benchmarks/dp_utility.py` reports on (`--synthetic-seed`, default 1), at about 1,500 and 6,600
-patients. Each candidate is a set of overrides of the rule's constants
+patients, and the insurance table (`../shared/data`, when present; its own validation
+patients). Each candidate is a set of overrides of the rule's constants
 (`medpriv.train.dp_recipe`); printed per cohort and ε: validation AUROC of each candidate, mean
 and seeds' sd, and its paired gap to the non-private baseline (with its standard error over
 seeds) and to logreg, measured the same way. The noise is fresh in every fit: a repeat differs.
@@ -19,6 +20,7 @@ import argparse
 import json
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -39,8 +41,11 @@ CANDIDATES: dict[str, dict] = {
     "lr1": {"LEARNING_RATE": 1.0},
     "ratio0.25": {"MAX_NOISE_RATIO": 0.25},
     "ratio1": {"MAX_NOISE_RATIO": 1.0},
+    "never_project": {"PROJECT_ABOVE": float("inf")},
+    "project_above0.1": {"PROJECT_ABOVE": 0.1},
 }
-COHORTS = {"synthetic_1500": 2300, "synthetic_6600": DEFAULT_SYNTHETIC_STAYS}
+COHORTS = {"synthetic_1500": 2300, "synthetic_6600": DEFAULT_SYNTHETIC_STAYS, "insurance": 0}
+INSURANCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "insurance" / "insurance.csv"
 
 
 @contextmanager
@@ -81,7 +86,12 @@ def main() -> None:
     epsilons = [float(e) for e in args.epsilons.split(",")]
     figures: dict = {}
     for cohort in args.cohorts.split(","):
-        data = DataConfig(spec=f"synthetic:{COHORTS[cohort]}", synthetic_seed=args.synthetic_seed)
+        if cohort == "insurance":
+            data = DataConfig(spec=f"csv:{INSURANCE}", target="charges", threshold=15000)
+        else:
+            data = DataConfig(
+                spec=f"synthetic:{COHORTS[cohort]}", synthetic_seed=args.synthetic_seed
+            )
         dataset = load_dataset(data)
         splits = [validation_splits(split_by_unit(dataset, seed=s), s) for s in range(args.seeds)]
         reference = {

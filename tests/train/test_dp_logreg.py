@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import medpriv.train.dp_logreg as dp_logreg
+import medpriv.train.projection as projection
 from medpriv.config import DEFAULT_DATA_NORM, DP_LOGREG_RECIPE, PrivacyConfig, TrainConfig
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.splits import split_by_unit
@@ -150,8 +151,8 @@ def test_every_row_given_to_diffprivlib_is_within_the_bound_and_no_intercept_is_
     assert model.params["data_norm"] == bound
     [(estimator, rows)] = diffprivlib_calls
     # the design projected on PROJECTION_DIMENSIONS directions, then the constant column
-    assert rows.shape == (len(splits.train), dp_logreg.PROJECTION_DIMENSIONS + 1)
-    assert model.params["projection"]["dimensions"] == dp_logreg.PROJECTION_DIMENSIONS
+    assert rows.shape == (len(splits.train), projection.PROJECTION_DIMENSIONS + 1)
+    assert model.params["projection"]["dimensions"] == projection.PROJECTION_DIMENSIONS
     assert np.all(np.linalg.norm(rows, axis=1) <= bound * (1 + 1e-12))  # constant included
     assert np.all(rows[:, -1] == rows[0, -1]) and rows[0, -1] > 0  # the constant column
     assert estimator.data_norm == bound  # diffprivlib's sensitivity is the stated bound
@@ -185,21 +186,6 @@ def test_the_projection_is_fitted_on_validation_patients_only(splits, monkeypatc
     np.testing.assert_array_equal(y_first, splits.val.labels)
     np.testing.assert_array_equal(x_first, x_second)
     np.testing.assert_array_equal(y_first, y_second)
-
-
-def test_the_projection_leads_with_the_validation_logistic_direction():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 12)) * np.linspace(3, 0.5, 12)  # variance led by column 0
-    y = (x[:, 5] + 0.3 * rng.normal(size=400) > 0).astype(int)  # signal in a minor column
-    projection = dp_logreg.ValidationProjection.fit(x, y, dimensions=3)
-    assert projection.components.shape == (12, 3)
-    assert np.argmax(np.abs(projection.components[:, 0])) == 5  # the label's direction first
-    z = projection.transform(x)
-    np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-9)  # unit variance on validation
-    np.testing.assert_allclose(
-        projection.components[:, 0] @ projection.components[:, 1:], 0, atol=1e-9
-    )  # the components after it are orthogonal to it
-    assert dp_logreg.ValidationProjection.fit(x[:, :2], y, dimensions=5).dimensions == 2
 
 
 def test_noise_scale_follows_chaudhuri_et_al_with_the_squared_row_bound(splits, vector_mechanisms):

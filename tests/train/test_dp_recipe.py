@@ -12,10 +12,12 @@ from medpriv.train.dp_recipe import (
     LADDER,
     LEARNING_RATE,
     MAX_NOISE_RATIO,
+    PROJECT_ABOVE,
     STEPS,
     dp_sgd_recipe,
     parameter_count,
 )
+from medpriv.train.projection import PROJECTION_DIMENSIONS
 from tests.conftest import make_toy_dataset
 
 
@@ -50,6 +52,24 @@ def test_more_patients_or_more_epsilon_never_give_a_smaller_model():
     assert parameter_count(96, large) >= parameter_count(96, small)
     assert dp_sgd_recipe(n_units=200, in_features=96, epsilon=0.5).fields["hidden"] == ()
     assert dp_sgd_recipe(n_units=100_000, in_features=96, epsilon=8.0).fields["hidden"] == LADDER[0]
+
+
+def test_a_noisy_logistic_model_gets_the_design_projected_first():
+    projected = dp_sgd_recipe(n_units=500, in_features=96, epsilon=1.0)
+    assert projected.projection == PROJECTION_DIMENSIONS
+    assert f"> {PROJECT_ABOVE:g} on 96 columns → the design projected onto 4 directions" in (
+        projected.reason
+    )
+    assert projected.noise_ratio <= MAX_NOISE_RATIO  # the ladder climbed again on 4 columns
+    assert projected.to_dict()["projection"] == PROJECTION_DIMENSIONS
+    for kept in (
+        dp_sgd_recipe(n_units=4_000, in_features=96, epsilon=0.5),  # logistic, quiet enough
+        dp_sgd_recipe(n_units=20_000, in_features=96, epsilon=1.0),  # a hidden layer fits
+        dp_sgd_recipe(n_units=500, in_features=4, epsilon=1.0),  # nothing to project away
+        dp_sgd_recipe(n_units=500, in_features=96, epsilon=1.0, hidden_given=True),
+        dp_sgd_recipe(n_units=500, in_features=96, epsilon=1.0, batch_given=True),
+    ):
+        assert kept.projection is None and "projected" not in kept.reason
 
 
 def test_a_fixed_noise_multiplier_and_several_records_per_unit():

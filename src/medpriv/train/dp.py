@@ -32,6 +32,7 @@ from medpriv.train.checkpoint import saved_mechanism
 from medpriv.train.dp_recipe import STEPS, dp_sgd_recipe
 from medpriv.train.engine.mlp import finish_scorer, loop_params, new_network, prepare, run_meta
 from medpriv.train.loop import EpochCallback, fit_network
+from medpriv.train.projection import PROJECTION_CAVEAT, projected
 from medpriv.train.tuning import fit_tuned, one_run
 
 
@@ -82,7 +83,11 @@ class DPSGDTrainer(Trainer):
             accountant=privacy.accountant,
             steps=config.epochs if config.batch_size is None else None,
             batch_given=config.batch_size is not None,
+            hidden_given=config.hidden is not None,
         )
+        if recipe.projection is not None:
+            pre, data = projected(pre, splits, recipe.projection)
+            caveats.append(PROJECTION_CAVEAT.format(k=recipe.projection))
         user_set = sorted(k for k in recipe.fields if getattr(config, k) is not None)
         config = recipe.apply(config).resolved(self.recipe)
         plan = plan_privacy(

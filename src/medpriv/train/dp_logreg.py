@@ -30,7 +30,8 @@ only under that theorem's conditions, each enforced here:
 noise vector has norm about 2·d·R/ε' in d dimensions, against a data gradient that grows with
 n: on a table of a thousand patients and a one-hot design of dozens of columns it swamps the
 signal (synthetic cohort, ~1,000 training patients, ε = 1: AUROC ≈ 0.6). So the design is first
-projected onto `PROJECTION_DIMENSIONS` directions fitted on the validation patients — who are
+projected onto `medpriv.train.projection.PROJECTION_DIMENSIONS` directions fitted on the
+validation patients — who are
 not protected and already fit the preprocessing and the calibration —: the direction of a
 logistic regression fitted on them, and the leading principal components of the rest, each
 scaled to unit variance on them (`ValidationProjection`). The training records never shape the
@@ -65,6 +66,7 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.calibration import maybe_calibrate
 from medpriv.train.loop import EpochCallback
+from medpriv.train.projection import ValidationProjection
 
 # The share of the row bound taken by the constant (intercept) column: the constant is
 # CONSTANT_SHARE · data_norm and the features are clipped to √(1 − CONSTANT_SHARE²) · data_norm,
@@ -75,16 +77,6 @@ CONSTANT_SHARE = 0.5
 # (the objective is strongly convex, so this costs a few iterations).
 MAX_ITER = 1000
 TOL = 1e-10
-# The directions the design is projected on before the private fit (`ValidationProjection`):
-# a public constant, compared on validation patients (`benchmarks/dp_recipe_selection.py`'s
-# protocol: another synthetic cohort draw at ~1,000 and ~4,300 training patients, and the
-# insurance table; 12 splits): 3, 4 and 5 all within 0.01 of logreg at ε = 1 and 8, one
-# direction alone 0.03 short; never on a test split.
-PROJECTION_DIMENSIONS = 4
-# Inverse regularisation and iteration cap of the logistic direction fitted on the validation
-# patients (not private: any solver's answer serves).
-PROJECTION_C = 1.0
-PROJECTION_MAX_ITER = 1000
 # Logistic loss: |ℓ'| ≤ 1 and ℓ'' ≤ 1/4 (Chaudhuri et al.'s c).
 LOSS_CURVATURE = 0.25
 
@@ -96,52 +88,6 @@ VALIDATION_CAVEAT = (
     "validation records (used, labels included, for preprocessing statistics, the projection "
     "of the design and calibration) are not protected; ε covers every training record"
 )
-
-
-@dataclass(frozen=True)
-class ValidationProjection:
-    """The design's projection onto a few directions fitted on validation patients only: the
-    coefficient direction of a logistic regression on them, then the leading principal
-    components of what it leaves, each scaled to unit variance on them."""
-
-    center: np.ndarray  # (d,)
-    components: np.ndarray  # (d, k)
-    scales: np.ndarray  # (k,)
-
-    @classmethod
-    def fit(
-        cls, x_val: np.ndarray, y_val: np.ndarray, dimensions: int | None = None
-    ) -> ValidationProjection:
-        """`dimensions` directions (default `PROJECTION_DIMENSIONS`), at most the design's."""
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-
-        x = np.asarray(x_val, dtype=np.float64)
-        center = x.mean(axis=0)
-        centered = x - center
-        k = max(1, min(dimensions or PROJECTION_DIMENSIONS, x.shape[1]))
-        with warnings.catch_warnings():  # a direction short of the optimum still serves
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fitted = LogisticRegression(C=PROJECTION_C, max_iter=PROJECTION_MAX_ITER).fit(
-                centered, y_val
-            )
-        direction = fitted.coef_[0]
-        norm = float(np.linalg.norm(direction))
-        if norm == 0.0:  # nothing learned: the leading principal component leads
-            direction, norm = np.linalg.svd(centered, full_matrices=False)[2][0], 1.0
-        direction = direction / norm
-        rest = centered - np.outer(centered @ direction, direction)
-        leading = np.linalg.svd(rest, full_matrices=False)[2][: k - 1].T
-        components = np.column_stack([direction, leading])
-        spread = (centered @ components).std(axis=0)
-        return cls(center, components, np.where(spread > 1e-12, spread, 1.0))
-
-    @property
-    def dimensions(self) -> int:
-        return self.components.shape[1]
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.center) @ self.components / self.scales
 
 
 @dataclass
