@@ -85,6 +85,14 @@ class TrainingData:
     y_val: torch.Tensor
 
     @classmethod
+    def of(cls, design: Callable[[Any], np.ndarray], train: Any, val: Any) -> TrainingData:
+        """The tensors of a training and a validation part (datasets with `features` and
+        `labels`) through one fitted design transformation."""
+        return cls.from_arrays(
+            design(train.features), train.labels, design(val.features), val.labels
+        )
+
+    @classmethod
     def from_arrays(
         cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     ) -> TrainingData:

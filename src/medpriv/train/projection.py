@@ -116,10 +116,4 @@ def projected(
         pre.transform(splits.val.features), splits.val.labels, dimensions
     )
     design = ProjectedPreprocessor(pre, projection)
-    data = TrainingData.from_arrays(
-        design.transform(splits.train.features),
-        splits.train.labels,
-        design.transform(splits.val.features),
-        splits.val.labels,
-    )
-    return design, data
+    return design, TrainingData.of(design.transform, splits.train, splits.val)

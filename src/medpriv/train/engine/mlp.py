@@ -38,13 +38,7 @@ def prepare(splits: Splits, *, fit_on: str = "train") -> tuple[Preprocessor, Tra
     if fit_on not in ("train", "val"):
         raise ValueError(f"preprocessing is fitted on 'train' or 'val', not {fit_on!r}")
     pre = Preprocessor(splits.train.schema).fit(splits.parts[fit_on].features)
-    data = TrainingData.from_arrays(
-        pre.transform(splits.train.features),
-        splits.train.labels,
-        pre.transform(splits.val.features),
-        splits.val.labels,
-    )
-    return pre, data
+    return pre, TrainingData.of(pre.transform, splits.train, splits.val)
 
 
 def run_meta(
