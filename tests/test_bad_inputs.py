@@ -190,6 +190,7 @@ KINDS = [
     option("--hidden", "128,abc"),
     option("--seeds", "0", "run.seeds"),
     option("--shadow-models", "1", "run.shadow_models"),
+    option("--attack-units", "0", "run.attack_units"),
     option("--epsilons", "1,nan", "run.epsilons"),
     option("--epsilons", "1,inf", "run.epsilons"),
     option("--epsilons", "1,abc", "epsilons"),
