@@ -104,7 +104,8 @@ def test_pure_epsilon_and_a_bound_fixed_in_advance(splits):
     assert "projected onto 4 directions fitted on the validation patients" in p.statement()
     assert model.params["C"] == DP_LOGREG_RECIPE["logreg_c"] and model.params["calibration"]
     fitted_on_val = Preprocessor(splits.val.schema).fit(splits.val.features).state_dict()
-    assert model.preprocessor.state_dict() == fitted_on_val  # nothing fitted on training rows
+    # nothing fitted on training rows (the preprocessing under the projection)
+    assert model.preprocessor.preprocessor.state_dict() == fitted_on_val
     # what the statement treats as public, whom it trusts, what it leaves unprotected
     assert p.noise == "csprng" and p.guaranteed
     assert any("number of training patients (520)" in s and "replacing" in s for s in p.public)

@@ -66,7 +66,7 @@ from medpriv.privacy.statement import PrivacySpent
 from medpriv.train.base import TRAINERS, Cost, TrainedModel, Trainer
 from medpriv.train.calibration import maybe_calibrate
 from medpriv.train.loop import EpochCallback
-from medpriv.train.projection import ValidationProjection
+from medpriv.train.projection import ProjectedPreprocessor, ValidationProjection
 
 # The share of the row bound taken by the constant (intercept) column: the constant is
 # CONSTANT_SHARE · data_norm and the features are clipped to √(1 − CONSTANT_SHARE²) · data_norm,
@@ -92,16 +92,12 @@ VALIDATION_CAVEAT = (
 
 @dataclass
 class ClippedLinearScorer:
-    """Scores rows transformed exactly as the private fit's rows were (projection, then
-    `design_rows`)."""
+    """Scores rows transformed exactly as the private fit's rows were (`design_rows`)."""
 
     estimator: object
     data_norm: float
-    projection: ValidationProjection | None = None
 
     def margin(self, x: np.ndarray) -> np.ndarray:
-        if self.projection is not None:
-            x = self.projection.transform(x)
         return self.estimator.decision_function(design_rows(x, self.data_norm))
 
 
@@ -229,9 +225,9 @@ class DPLogRegTrainer(Trainer):
                 f"ε over the budget of {privacy.budget:g} (allowed by --allow-over-budget)"
             )
         pre = Preprocessor(train.schema).fit(splits.val.features)  # see baseline.prepare
-        x_val = pre.transform(splits.val.features)
-        projection = ValidationProjection.fit(x_val, splits.val.labels)
-        x = projection.transform(pre.transform(train.features))
+        projection = ValidationProjection.fit(pre.transform(splits.val.features), splits.val.labels)
+        design = ProjectedPreprocessor(pre, projection)
+        x, x_val = design.transform(train.features), design.transform(splits.val.features)
         data_norm = privacy.data_norm or DEFAULT_DATA_NORM
         bound = (
             "set in config (public knowledge)"
@@ -272,7 +268,7 @@ class DPLogRegTrainer(Trainer):
                 "limit (medpriv.train.dp_logreg.MAX_ITER)"
             )
         scorer, calibration = maybe_calibrate(
-            ClippedLinearScorer(estimator, data_norm, projection),
+            ClippedLinearScorer(estimator, data_norm),
             x_val,
             splits.val.labels,
             calibrate=bool(config.calibrate),
@@ -307,7 +303,7 @@ class DPLogRegTrainer(Trainer):
         )
         return TrainedModel(
             method=self.method,
-            preprocessor=pre,
+            preprocessor=design,
             scorer=scorer,
             history=[record],
             privacy=spent,
@@ -320,7 +316,7 @@ class DPLogRegTrainer(Trainer):
                 "intercept": "constant column inside the clipped row (fit_intercept=False)",
                 "projection": {
                     "dimensions": projection.dimensions,
-                    "of": int(x_val.shape[1]),
+                    "of": len(pre.feature_names_),
                     "fitted_on": "validation patients (a logistic direction, then the leading "
                     "principal components of the rest)",
                 },
