@@ -60,7 +60,9 @@ def test_a_noisy_logistic_model_gets_the_design_projected_first():
     assert f"> {PROJECT_ABOVE:g} on 96 columns → the design projected onto 4 directions" in (
         projected.reason
     )
-    assert projected.noise_ratio <= MAX_NOISE_RATIO  # the ladder climbed again on 4 columns
+    assert projected.fields["hidden"] == ()  # logistic on the 4 columns
+    assert "4 directions fitted on the validation patients, logistic" in projected.reason
+    assert projected.noise_ratio <= MAX_NOISE_RATIO
     assert projected.to_dict()["projection"] == PROJECTION_DIMENSIONS
     for kept in (
         dp_sgd_recipe(n_units=4_000, in_features=96, epsilon=0.5),  # logistic, quiet enough
