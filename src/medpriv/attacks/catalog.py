@@ -13,7 +13,8 @@ class AttackInfo:
     """One attack: its results.json key, report title, and how the report shows it.
 
     `panel` titles its membership-ROC panel (membership attacks only); `parts` title the
-    sub-blocks a block holds (the audit's threat models), keyed `<name>_<part>`."""
+    sub-blocks a block holds (the audit's threat models), keyed `<name>_<part>`; `deployment`
+    marks a block only a Flower deployment writes (not an attack `medpriv run` can choose)."""
 
     name: str
     title: str
@@ -21,6 +22,7 @@ class AttackInfo:
     membership: bool = False
     panel: str | None = None
     parts: dict[str, str] = field(default_factory=dict)
+    deployment: bool = False
 
 
 CATALOG = (
@@ -50,9 +52,21 @@ CATALOG = (
     AttackInfo("fl_inversion", "Gradient inversion of federated updates"),
     AttackInfo("sl_label_leakage", "Split learning — label leakage"),
     AttackInfo("sl_reconstruction", "Split learning — input reconstruction", default=False),
+    AttackInfo(
+        "mia_sites",
+        "Membership exposure measured at the sites (loss threshold, histograms only)",
+        default=False,
+        deployment=True,
+    ),
+    AttackInfo(
+        "fl_inversion_received",
+        "Gradient inversion by the coordinator of an update it received",
+        default=False,
+        deployment=True,
+    ),
 )
 
-ATTACK_NAMES = tuple(a.name for a in CATALOG)
+ATTACK_NAMES = tuple(a.name for a in CATALOG if not a.deployment)
 DEFAULT_ATTACKS = tuple(a.name for a in CATALOG if a.default)
 MEMBERSHIP_ATTACKS = tuple(a.name for a in CATALOG if a.membership)
 MIA_PANELS = tuple((a.name, a.panel) for a in CATALOG if a.panel)

@@ -108,6 +108,10 @@ def _in_process(job: FederatedJob) -> tuple[list[np.ndarray], float | None]:
     return weights, max(epsilons) if job.method == "fedavg-dp" else None
 
 
+def _attacks(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())["runs"][0]["attacks"]
+
+
 def _npz(path: Path) -> list[np.ndarray]:
     with np.load(path) as arrays:
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
@@ -164,6 +168,9 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         history = json.loads((tmp_path / "dp" / "history.json").read_text())
         assert set(history[-1]["client_privacy"]) == set(SITES)
         assert [r["secure_aggregation"] for r in history] == ["SecAgg+", "SecAgg+"]
+        # the coordinator never saw one site's update: its inversion attack says so
+        inversion = _attacks(tmp_path / "dp")["fl_inversion_received"]
+        assert inversion["not_run"].startswith("secure aggregation")
         assert all(r["clients"] == 3 and r["dropped"] == {} for r in history)
 
         # 1b. Client-level DP (clipped updates, server noise, Poisson client sampling), with the
@@ -185,6 +192,15 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         assert spent["sample_rate"] == 1.0 and spent["delta"] <= 1e-5
         history = json.loads((tmp_path / "cdp" / "history.json").read_text())
         assert all("client_train_loss" not in r for r in history)
+        # the coordinator inverts the smallest site's real round-1 update (clipped, not yet
+        # noised: client-level DP trusts it); that site scores it and returns aggregates only
+        inversion = _attacks(tmp_path / "cdp")["fl_inversion_received"]
+        sizes = json.loads((tmp_path / "cdp" / "done.json").read_text())["sizes"]
+        assert inversion["site"] == min(sorted(sizes), key=lambda site: sizes[site])
+        assert inversion["round"] == 1 and inversion["records"] > 0
+        assert set(inversion) >= {"accuracy", "baseline_accuracy", "labels_correct"}
+        assert all(not isinstance(v, list | dict) for v in inversion.values())
+        assert "coordinator adds the noise" in inversion["client_updates"]
 
         # 2. A SuperNode killed (SIGKILL) after round 1: round 2 goes on with the other two once
         # the round timeout passes (a killed node never answers).

@@ -37,6 +37,17 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid, ServerApp
 
+from medpriv.attacks.fl_received import (
+    MAX_ROWS,
+    SCORE_KEYS,
+    SCORE_TASK,
+    ReceivedUpdate,
+    client_updates_kind,
+    received_block,
+    target_site,
+    timed_inversion,
+)
+from medpriv.attacks.inversion import FeatureLayout, FeaturePrior
 from medpriv.data.preprocess import Preprocessor
 from medpriv.data.sources import load_dataset
 from medpriv.data.splits import split_by_unit
@@ -171,8 +182,9 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
                 print(f"[medpriv]   {printable(site)} {printable(reason)}", flush=True)
 
     started = time.perf_counter()
+    pool = GridPool(grid, job, sites=sites, sizes=sizes, shared=shared)
     drive(
-        GridPool(grid, job, sites=sites, sizes=sizes, shared=shared),
+        pool,
         federation,
         rounds_plan,
         validation=(x_val, y_val),
@@ -190,6 +202,9 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         grid, job, sites, shared, federation.best, recipe.hidden, lost
     )
     evaluation = {**federated_utility(histograms), "missing": missing}
+    inversion = coordinator_inversion(
+        grid, job, pool, recipe=recipe, pre=pre, x_val=x_val, lost=lost
+    )
     exposure = federated_exposure(membership)
     combined = evaluation["combined"]
     if combined["auroc"] is not None:
@@ -217,6 +232,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
                 "secure_aggregation": SECAGG_STATEMENT if job.secagg else None,
                 "evaluation": evaluation,
                 "membership_exposure": exposure,
+                "inversion": inversion,
             }
         ),
         encoding="utf-8",
@@ -231,6 +247,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         histograms=histograms,
         evaluation=evaluation,
         exposure=exposure,
+        inversion=inversion,
         spent=spent,
         train_seconds=train_seconds,
     )
@@ -307,6 +324,9 @@ class GridPool:
         shared: dict,
     ) -> None:
         self.grid, self.job, self.sites, self.sizes, self.shared = grid, job, sites, sizes, shared
+        # the coordinator's real view for its inversion attack: the smallest site's update in
+        # the first round this process ran (None under SecAgg+, or before any round)
+        self.received: ReceivedUpdate | None = None
 
     def names(self) -> list[str]:
         return list(self.sites)
@@ -328,7 +348,12 @@ class GridPool:
         }
         if self.job.secagg:
             return self._secure(chosen, weights, config, round_number)
-        return _train_round(self.grid, self.job, self.sites, chosen, weights, config, round_number)
+        replies = _train_round(
+            self.grid, self.job, self.sites, chosen, weights, config, round_number
+        )
+        if self.received is None:
+            self.received = _smallest_update(replies, weights, round_number)
+        return replies
 
     def _secure(
         self, chosen: list[str], weights: Weights, config: dict, round_number: int
@@ -491,6 +516,85 @@ def _train_round(
     for site, reply in exchange(grid, messages, job.round_timeout, job.poll_interval).items():
         replies[site] = reply if isinstance(reply, str) else _as_update(reply)
     return replies
+
+
+def _smallest_update(
+    replies: dict[str, ClientUpdate | str], sent: Weights, round_number: int
+) -> ReceivedUpdate | None:
+    """The update of the smallest site that sent one, with the weights it was sent."""
+    updates = {site: r for site, r in replies.items() if isinstance(r, ClientUpdate)}
+    site = target_site({site: u.n_examples for site, u in updates.items()})
+    if site is None:
+        return None
+    return ReceivedUpdate(
+        site=site,
+        round_number=round_number,
+        sent=[np.array(w, copy=True) for w in sent],
+        returned=updates[site].weights,
+        n_examples=updates[site].n_examples,
+    )
+
+
+def coordinator_inversion(
+    grid: Grid,
+    job: FederatedJob,
+    pool: GridPool,
+    *,
+    recipe: LocalRecipe,
+    pre: Preprocessor,
+    x_val: np.ndarray,
+    lost: dict[str, str],
+) -> dict:
+    """`attacks.fl_inversion_received`: the coordinator inverts the update it received
+    (`medpriv.attacks.fl_received`) and the site it came from scores the reconstruction,
+    returning aggregates only; or why it did not run."""
+    kind = client_updates_kind(recipe, job.method)
+    received = pool.received
+    why = None
+    if job.secagg:
+        why = "secure aggregation: the coordinator saw only each round's aggregate"
+    elif received is None:
+        why = "no site sent an update in the rounds this process ran"
+    elif received.n_examples > MAX_ROWS:
+        why = f"the smallest site's update covers {received.n_examples:,} rows (> {MAX_ROWS:,})"
+    elif received.site in lost:
+        why = f"the attacked site is gone and cannot score it ({lost[received.site]})"
+    if why is not None or received is None:
+        return received_block(received=None, scores=None, kind=kind, not_run=why)
+    layout, prior = FeatureLayout.from_preprocessor(pre), FeaturePrior.from_data(x_val)
+    found, seconds = timed_inversion(
+        received, recipe=recipe, prior=prior, layout=layout, seed=job.seed
+    )
+    message = Message(
+        content=RecordDict(
+            {
+                "arrays": ArrayRecord(
+                    [
+                        found.x.astype(np.float32),
+                        found.labels.astype(np.int64),
+                        prior.mean,
+                        prior.std,
+                    ]
+                ),
+                "config": ConfigRecord({**pool.shared, "task": SCORE_TASK}),
+            }
+        ),
+        dst_node_id=pool.sites[received.site],
+        message_type=MessageType.EVALUATE,
+    )
+    reply = exchange(grid, {0: message}, job.round_timeout, job.poll_interval)[0]
+    scores: dict[str, float] | str
+    if isinstance(reply, str):
+        scores = f"the site did not score it: {reply}"
+    else:
+        try:
+            returned = reply.content["inversion"]
+            scores = {k: float(returned[k]) for k in SCORE_KEYS if k in returned}
+        except (KeyError, TypeError, ValueError) as exc:
+            scores = f"rejected: malformed reply ({type(exc).__name__})"
+    return received_block(
+        received=received, scores=scores, kind=kind, seconds=seconds, method=found.method
+    )
 
 
 def _plain_seed(config: dict, job: FederatedJob, round_number: int, site: str) -> dict[str, int]:

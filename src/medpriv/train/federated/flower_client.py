@@ -165,13 +165,16 @@ def evaluate(msg: Message, context: Context) -> Message:
     true label's log-odds by membership — aggregates only, never a per-patient score or row."""
     import torch
 
+    from medpriv.attacks.fl_received import SCORE_TASK
     from medpriv.models import MLP
     from medpriv.train.federated.evaluation import ScoreHistogram
     from medpriv.train.federated.job import client_arrays, client_held_out_arrays
     from medpriv.train.federated.weights import set_weights
 
-    data, site, split_seed = _node_settings(context)
     config = dict(msg.content["config"])
+    if str(config.get("task", "")) == SCORE_TASK:
+        return _score_reconstruction(msg, context, config)
+    data, site, split_seed = _node_settings(context)
     eval_data = _opt_str(context.node_config.get("eval-data"))
     x, y = client_held_out_arrays(
         data,
@@ -214,6 +217,46 @@ def evaluate(msg: Message, context: Context) -> Message:
         ),
         reply_to=msg,
     )
+
+
+def _score_reconstruction(msg: Message, context: Context, config: dict[str, Any]) -> Message:
+    """The coordinator's reconstruction of this node's round update, scored against the rows
+    it trained on (`medpriv.attacks.fl_received`): aggregates only in the reply."""
+    from medpriv.attacks.fl_received import score_at_site
+    from medpriv.attacks.inversion import FeatureLayout, FeaturePrior
+    from medpriv.data.preprocess import Preprocessor
+    from medpriv.data.sources import load_dataset
+    from medpriv.train.federated.job import client_arrays
+
+    data, site, split_seed = _node_settings(context)
+    state = json.loads(str(config["preprocessor"]))
+    x_true, y_true = client_arrays(
+        data,
+        site=site,
+        split_seed=split_seed,
+        split=_split_from(config),
+        preprocessor_state=state,
+        one_per_unit=bool(config.get("private", False)),
+    )
+    layout = FeatureLayout.from_preprocessor(
+        Preprocessor.from_state(load_dataset(data).schema, state)
+    )
+    arrays = msg.content["arrays"].to_numpy_ndarrays()
+    if len(arrays) != 4:
+        raise ProtocolError(f"a reconstruction message holds 4 arrays, got {len(arrays)}")
+    x_hat, labels, mean, std = arrays
+    width = (layout.n_features,)
+    if mean.shape != width or std.shape != width or not (np.isfinite(std).all() and std.min() > 0):
+        raise ProtocolError(f"the prior must be {width[0]} finite means and positive stds")
+    scores = score_at_site(
+        x_hat,
+        labels,
+        x_true=x_true,
+        y_true=y_true,
+        layout=layout,
+        prior=FeaturePrior(mean=mean.astype(np.float64), std=std.astype(np.float64)),
+    )
+    return Message(content=RecordDict({"inversion": MetricRecord(scores)}), reply_to=msg)
 
 
 def _local_update(

@@ -88,6 +88,7 @@ def federated_results(
     exposure: dict[str, Any],
     spent: PrivacySpent,
     train_seconds: float,
+    inversion: dict[str, Any] | None = None,
     bootstrap: int = 1000,
 ) -> dict[str, Any]:
     """The results.json document of a Flower run (one run: the job's method and seed);
@@ -144,6 +145,8 @@ def federated_results(
         split_sizes={"train": int(sum(sizes.values())), "test": len(labels)},
     )
     entry["attacks"]["mia_sites"] = exposure
+    if inversion is not None:
+        entry["attacks"]["fl_inversion_received"] = inversion
     config = ExperimentConfig(
         data=job.data_config(),
         split=job.split_config(),
