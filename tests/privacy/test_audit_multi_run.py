@@ -165,3 +165,23 @@ def test_the_audit_block_carries_the_many_runs_beside_the_one_run():
     assert mechanism_runs_audit(get_trainer("baseline"), _model(2.0)) is None
     opacus = SimpleNamespace(privacy=_model(2.0).privacy, params={"engine": "opacus"})
     assert mechanism_runs_audit(get_trainer("dp-sgd"), opacus) is None
+
+
+def test_a_deployments_recorded_mechanism_is_audited_from_its_statement_alone():
+    """At a deployment's coordinator the audit reads only the privacy statement (σ, q, steps, C
+    as the sites reported them): a σ reported with a claim four times too small is caught, the
+    true claim is not, and an incomplete record gets no block."""
+    from dataclasses import replace
+
+    from medpriv.attacks.canary_audit import (
+        DEPLOYMENT_RUNS_THREAT_MODEL,
+        recorded_mechanism_audit,
+    )
+
+    honest = _model(4.0).privacy
+    kept = recorded_mechanism_audit(honest, threat_model=DEPLOYMENT_RUNS_THREAT_MODEL)
+    assert kept["verdict"] != "contradicted" and "deployment" in kept["threat_model"]
+    understated = replace(honest, epsilon=honest.epsilon / 4)
+    caught = recorded_mechanism_audit(understated, threat_model=DEPLOYMENT_RUNS_THREAT_MODEL)
+    assert caught["consistent"] is False and caught["claimed_epsilon"] == honest.epsilon / 4
+    assert recorded_mechanism_audit(replace(honest, sample_rate=None)) is None

@@ -65,6 +65,15 @@ RUNS_THREAT_MODEL = (
 )
 
 
+DEPLOYMENT_RUNS_THREAT_MODEL = (
+    "white-box, many runs, at the coordinator of a deployment: R independent runs of the "
+    "mechanism the statement records (σ, q, steps, C — for fedavg-dp as the sites reported "
+    "them) through medpriv's own noise and clipping code, each on the worst-case neighbouring "
+    "pair (one Dirac canary of norm 10·C, in with probability ½), every noisy update seen; it "
+    "tests the recorded parameters against the claimed ε, not the sites' own processes"
+)
+
+
 def verdict(lower_bound: float, claimed: float | None, estimate: float | None = None) -> str:
     """`contradicted` (the distribution-free bound exceeds the claim), `contradicted by the
     Gaussian estimate` (only the estimate that assumes Gaussian noise does), `tight` (the bound
@@ -194,7 +203,22 @@ def mechanism_runs_audit(
     DP-SGD's step, a fedavg-dp client's (the worst-off patients' site) or DP-FedAvg's aggregate;
     None where it does not apply (no such mechanism, the Opacus engine, no claim, patients
     spread over several sites)."""
-    spent = model.privacy
+    # Opacus draws its noise inside its own optimizer: runs of medpriv's step would not test it
+    if not getattr(trainer, "mechanism_runs", False) or model.params.get("engine") == "opacus":
+        return None
+    return recorded_mechanism_audit(model.privacy, runs=runs, confidence=confidence, device=device)
+
+
+def recorded_mechanism_audit(
+    spent: Any,
+    *,
+    runs: int | None = None,
+    confidence: float = CONFIDENCE,
+    device: torch.device | str = "cpu",
+    threat_model: str = RUNS_THREAT_MODEL,
+) -> dict[str, Any] | None:
+    """The multi-run audit of the mechanism a privacy statement records (σ, q, steps, C, δ and
+    the claimed ε); None when it records no complete one."""
     fields = (
         spent.epsilon,
         spent.delta,
@@ -203,9 +227,6 @@ def mechanism_runs_audit(
         spent.steps,
         spent.clipping_norm,
     )
-    # Opacus draws its noise inside its own optimizer: runs of medpriv's step would not test it
-    if not getattr(trainer, "mechanism_runs", False) or model.params.get("engine") == "opacus":
-        return None
     if any(value is None for value in fields) or not spent.noise_multiplier or not spent.steps:
         return None
     mechanism = Mechanism(
@@ -224,7 +245,7 @@ def mechanism_runs_audit(
     return threat_model_block(
         bound,
         claimed=mechanism.claimed_epsilon,
-        threat_model=RUNS_THREAT_MODEL,
+        threat_model=threat_model,
         included=planted.included,
         estimate=estimate,
         steps=mechanism.steps,

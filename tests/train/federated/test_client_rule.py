@@ -98,3 +98,32 @@ def test_the_flower_coordinator_applies_the_same_rule_once_it_knows_the_sites():
         target_epsilon=1.0, delta=delta, sample_rate=1.0, steps=job.rounds, accountant="prv"
     )
     assert math.isclose(recipe.noise_multiplier, sigma, rel_tol=1e-9)
+
+
+def test_the_rules_logistic_model_reaches_the_clients_and_trains():
+    """A small federation at a small ε gets the logistic model (no hidden layer): the recipe
+    survives the message round trip and a client trains it, plainly and under DP-SGD (it was
+    refused as 'hidden widths must be positive', failing every client of a deployment)."""
+    import numpy as np
+
+    from medpriv.train.federated.client import LocalRecipe, train_client
+    from medpriv.train.federated.engine import initial_weights
+
+    rule = fedavg_dp_recipe(
+        sizes={"a": 150, "b": 150, "c": 150},
+        in_features=60,
+        epsilon=1.0,
+        delta=1e-5,
+        rounds=5,
+    )
+    assert rule.fields["hidden"] == ()
+    base = LocalRecipe(hidden=(), epochs=1, batch_size=150, lr=3.0)
+    private = LocalRecipe(**{**base.__dict__, "noise_multiplier": 2.0, "max_grad_norm": 1.0})
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(150, 60)).astype(np.float32), rng.integers(0, 2, 150)
+    for recipe in (base, private):
+        assert LocalRecipe.from_config(recipe.to_config()) == recipe
+        update = train_client(
+            initial_weights(60, (), seed=0, positive_rate=0.5), x, y, recipe=recipe, seed=0
+        )
+        assert [w.shape for w in update.weights] == [(2, 60), (2,)]

@@ -81,3 +81,52 @@ def test_membership_exposure_reads_auc_and_tpr_at_low_fpr_at_bin_edges():
     assert empty["auc"] is None and empty["tpr_at_fpr"] == {}
     both = federated_exposure({"a": ScoreHistogram.of(scores, labels)})
     assert both["combined"]["auc"] == found["auc"] and "threat_model" in both
+
+
+def test_a_deployment_whose_sites_returned_no_held_out_patients_still_writes_its_report(tmp_path):
+    """No site returned held-out figures (all failed, or none holds held-out patients): the
+    results document says so with null figures, passes the schema and renders — the run's
+    weights and history are not lost to a crash at the end."""
+    import json
+    from dataclasses import asdict
+
+    from medpriv.config import DataConfig, SplitConfig
+    from medpriv.data.sources import load_dataset
+    from medpriv.privacy.statement import PrivacySpent
+    from medpriv.report.files import write_reports
+    from medpriv.results import results_json
+    from medpriv.train.federated.client import LocalRecipe
+    from medpriv.train.federated.job import FederatedJob
+    from medpriv.train.federated.outcome import federated_results
+
+    recipe = LocalRecipe(hidden=(), epochs=1, batch_size=64, lr=0.05)  # the rule's logistic model
+    job = FederatedJob(
+        data=asdict(DataConfig(spec="synthetic:300")),
+        split=asdict(SplitConfig()),
+        seed=0,
+        recipe=recipe.to_config(),
+        strategy="fedavg",
+        rounds=1,
+        fraction=1.0,
+        min_clients=1,
+        out=str(tmp_path),
+    )
+    document = federated_results(
+        job,
+        dataset=load_dataset(job.data_config()),
+        recipe=recipe,
+        strategy="fedavg",
+        sizes={"north": 40},
+        history=[],
+        histograms={},
+        evaluation={**federated_utility({}), "missing": {"north": "failed"}},
+        exposure=federated_exposure({}),
+        spent=PrivacySpent(),
+        train_seconds=1.0,
+    )
+    written = json.loads(results_json(document))
+    utility = written["runs"][0]["utility"]
+    assert utility["auroc"] is None and "too few held-out patients" in utility["note"]
+    write_reports(written, tmp_path)
+    assert "fedavg seed=0" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert (tmp_path / "report.md").read_text(encoding="utf-8").startswith("# medpriv report")

@@ -171,6 +171,12 @@ def test_flower_deployment_matches_in_process_survives_a_lost_node_and_resumes(t
         # the coordinator never saw one site's update: its inversion attack says so
         inversion = _attacks(tmp_path / "dp")["fl_inversion_received"]
         assert inversion["not_run"].startswith("secure aggregation")
+        # the mechanism the sites reported, audited over many runs at the coordinator
+        audit = _attacks(tmp_path / "dp")["audit"]
+        assert (
+            audit["deciding"] == "white_box_runs" and audit["claimed_epsilon"] == spent["epsilon"]
+        )
+        assert audit["verdict"] != "contradicted" and "deployment" in audit["threat_model"]
         assert all(r["clients"] == 3 and r["dropped"] == {} for r in history)
 
         # 1b. Client-level DP (clipped updates, server noise, Poisson client sampling), with the

@@ -108,7 +108,7 @@ class LocalRecipe:
 
     def problems(self) -> list[str]:
         found = []
-        if not self.hidden or min(self.hidden) < 1:
+        if any(h < 1 for h in self.hidden):  # no hidden layer: the logistic model
             found.append("hidden widths must be positive")
         if self.epochs < 1 or self.batch_size < 1:
             found.append("epochs and batch_size must be >= 1")

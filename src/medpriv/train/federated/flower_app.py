@@ -37,6 +37,11 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid, ServerApp
 
+from medpriv.attacks.canary_audit import (
+    DEPLOYMENT_RUNS_THREAT_MODEL,
+    audit_block,
+    recorded_mechanism_audit,
+)
 from medpriv.attacks.fl_received import (
     MAX_ROWS,
     SCORE_KEYS,
@@ -222,6 +227,12 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         else PrivacySpent(sampling="shuffle")
     )
     privacy = spent.to_dict()
+    # the mechanism as recorded, audited over many runs at the coordinator (a block only when
+    # the statement records a complete one: σ, q, steps, C, δ, ε)
+    runs = recorded_mechanism_audit(spent, threat_model=DEPLOYMENT_RUNS_THREAT_MODEL)
+    audit = (
+        None if runs is None else audit_block(white_box=None, black_box=None, white_box_runs=runs)
+    )
     (out / "done.json").write_text(
         json.dumps(
             {
@@ -233,6 +244,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
                 "evaluation": evaluation,
                 "membership_exposure": exposure,
                 "inversion": inversion,
+                "audit": audit,
             }
         ),
         encoding="utf-8",
@@ -248,6 +260,7 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         evaluation=evaluation,
         exposure=exposure,
         inversion=inversion,
+        audit=audit,
         spent=spent,
         train_seconds=train_seconds,
     )

@@ -60,6 +60,10 @@ class FederationOutcome:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+# the utility figures a run without held-out patients of both labels cannot measure (null)
+UNMEASURED = ("auroc", "auroc_ci95", "auprc", "accuracy", "balanced_accuracy", "f1", "brier")
+
+
 def expanded(histogram: ScoreHistogram) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities): one score per held-out patient at its bin's centre."""
     centres = -SPAN + (np.arange(BINS) + 0.5) * (2 * SPAN / BINS)
@@ -89,6 +93,7 @@ def federated_results(
     spent: PrivacySpent,
     train_seconds: float,
     inversion: dict[str, Any] | None = None,
+    audit: dict[str, Any] | None = None,
     bootstrap: int = 1000,
 ) -> dict[str, Any]:
     """The results.json document of a Flower run (one run: the job's method and seed);
@@ -97,7 +102,12 @@ def federated_results(
     total = ScoreHistogram.total(histograms.values())
     labels, scores = expanded(total)
     if len(np.unique(labels)) < 2:
-        utility: dict[str, Any] = {"n_test": len(labels), "note": "too few held-out patients"}
+        utility: dict[str, Any] = {
+            **dict.fromkeys(UNMEASURED),
+            "confusion_matrix": [[0, 0], [0, 0]],
+            "n_test": len(labels),
+            "note": "too few held-out patients came back from the sites (both labels needed)",
+        }
         run_curves: dict[str, Any] = {}
     else:
         utility = utility_metrics(labels, scores, n_boot=bootstrap, seed=job.seed)
@@ -147,6 +157,8 @@ def federated_results(
     entry["attacks"]["mia_sites"] = exposure
     if inversion is not None:
         entry["attacks"]["fl_inversion_received"] = inversion
+    if audit is not None:
+        entry["attacks"]["audit"] = audit
     config = ExperimentConfig(
         data=job.data_config(),
         split=job.split_config(),
