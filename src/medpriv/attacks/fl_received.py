@@ -43,7 +43,6 @@ STEPS, RESTARTS = 200, 2
 MAX_ROWS = 1_000  # a site's update over more rows is beyond this attack's reach (said so)
 # The figures a site returns: aggregates over its rows, never a row or a per-patient score.
 SCORE_KEYS = (
-    "batch_size",
     "accuracy",
     "baseline_accuracy",
     "advantage_over_baseline",
