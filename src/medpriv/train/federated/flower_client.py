@@ -3,7 +3,9 @@
 It answers three messages: QUERY (which site this node is, how many training records it
 holds), TRAIN (one round of local training with the recipe and preprocessing the coordinator
 sent, on the same client code as the in-process engine) and EVALUATE (the global model scored
-on this node's held-out patients, returned as a histogram by label: aggregates only). In a
+on this node's held-out patients, returned as a histogram by label: aggregates only; or, with
+`task` = "score-reconstruction", the coordinator's reconstruction of this node's update scored
+against the rows it trained on, returned as a few aggregate accuracies). In a
 SecAgg+ round the TRAIN stages pass through Flower's `secaggplus_mod`, which masks the reply
 before it leaves the node.
 
