@@ -280,6 +280,4 @@ def threat_model_block(
 
 
 def _planted(m: int, *, parameters: int, **mechanism: Any) -> DiracCanaries:
-    return DiracCanaries(
-        canaries=canary_count(parameters, m), parameters=parameters, **mechanism
-    )
+    return DiracCanaries(canaries=canary_count(parameters, m), parameters=parameters, **mechanism)
