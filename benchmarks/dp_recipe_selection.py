@@ -45,6 +45,8 @@ CANDIDATES: dict[str, dict] = {
     "project_above0.1": {"PROJECT_ABOVE": 0.1},
     "projected_full_ladder": {"PROJECTED_LADDER": dp_recipe.LADDER},
     "projected_mlp16": {"PROJECTED_LADDER": ((16,), ())},
+    "logistic_only": {"LADDER": ((),)},
+    "at_most_mlp64": {"LADDER": ((64,), (32,), ())},
 }
 COHORTS = {"synthetic_1500": 2300, "synthetic_6600": DEFAULT_SYNTHETIC_STAYS, "insurance": 0}
 INSURANCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "insurance" / "insurance.csv"
