@@ -13,6 +13,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from medpriv.config import DataConfig, SplitConfig
+from medpriv.errors import ProtocolError
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.engine import initial_weights
 from medpriv.train.federated.flower_app import _as_update, coordinator_validation
@@ -165,3 +166,20 @@ def test_a_supernodes_ledger_holds_its_budget_across_runs(setup, tmp_path):
     spent = PrivacyLedger.from_json(ledger.read_text())
     assert len({run for run, *_ in spent.entries}) == rounds
     assert spent.epsilon(accountant="prv", delta=accepted.delta) <= 6.0
+
+
+def test_a_supernode_accounts_at_the_federations_delta_when_smaller(setup):
+    """A site's default δ is a power of ten below 1/(10·its records); the federation's n is
+    larger, so the coordinator's δ (below 1/n for every patient of the federation) is used
+    when smaller — the ε reported is then the stricter one. A larger one changes nothing, and
+    a malformed one is refused with a clear error."""
+    policy = ClientPolicy(max_epsilon=50.0).node_config()
+    own = _as_update(_train(setup, _context(policy)))
+    federation = _as_update(_train(setup, _context(policy), **{"federation-delta": 1e-7}))
+    looser = _as_update(_train(setup, _context(policy), **{"federation-delta": 0.5}))
+    assert not isinstance(own, str) and not isinstance(federation, str)
+    assert federation.delta == 1e-7 < own.delta and federation.epsilon > own.epsilon
+    assert not isinstance(looser, str) and looser.delta == own.delta
+    assert ClientPolicy(delta=1e-6).delta_for(100, 1e-5) == 1e-6  # its own, when smaller
+    with pytest.raises(ProtocolError, match="expected a number, got lots"):
+        _train(setup, _context(policy), **{"federation-delta": "lots"})

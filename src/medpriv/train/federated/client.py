@@ -318,9 +318,11 @@ def private_round(
     rounds_left: int = 1,
     report_epsilon: bool = True,
     canaries: DiracCanaries | None = None,
+    federation_delta: float | None = None,
 ) -> ClientUpdate:
     """One DP round on a client: admit (or refuse) the recipe under the client's own policy,
-    charge its ledger, train with the client's own noise, report the ledger's ε for `run`."""
+    charge its ledger, train with the client's own noise, report the ledger's ε for `run` (at
+    the smaller of its own δ and `federation_delta`)."""
     q, per_epoch = recipe.sampling(len(x))
     admitted = admit(
         policy,
@@ -332,6 +334,7 @@ def private_round(
         n_examples=len(x),
         run=run,
         rounds_left=rounds_left,
+        federation_delta=federation_delta,
     )
     noise = policy.noise_source(client=client, round_number=round_number)
     update = train_client(

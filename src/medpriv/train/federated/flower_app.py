@@ -143,6 +143,10 @@ def run_server(grid: Grid, job: FederatedJob) -> None:
         job, recipe, sizes, in_features=x_val.shape[1]
     )
     hidden = isinstance(accountant, ClientLevelAccountant) and accountant.hidden
+    if isinstance(accountant, SampleLevelAccountant):
+        # each client accounts at the smaller of its own δ and this one (below 1/n for the n
+        # patients of the whole federation, which no site can count)
+        shared["federation-delta"] = float(accountant.delta)
     checkpoint = out / "checkpoint.pt"
     # What a resume must match (not the sites: a restarted run may have lost a hospital).
     meta = {

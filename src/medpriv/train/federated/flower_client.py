@@ -75,6 +75,17 @@ def _site_name(context: Context) -> str:
     return site or f"node{context.node_id}"
 
 
+def _optional_float(value: Any) -> float | None:
+    """A positive number from a message, else None (a malformed one is a ProtocolError)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"expected a number, got {printable(str(value))}") from None
+    return number if number > 0 else None
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -297,6 +308,7 @@ def _local_update(
             run=str(context.run_id),
             round_number=round_number,
             rounds_left=max(1, planned - round_number + 1),
+            federation_delta=_optional_float(config.get("federation-delta")),
         )
 
 

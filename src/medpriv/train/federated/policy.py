@@ -147,8 +147,13 @@ class ClientPolicy:
             out["noise-seed"] = int(self.noise_seed)
         return out
 
-    def delta_for(self, n_examples: int) -> float:
-        return float(self.delta) if self.delta is not None else default_delta(n_examples)
+    def delta_for(self, n_examples: int, federation: float | None = None) -> float:
+        """This client's δ: its own (or a power of ten below 1/(10·its record count)), or the
+        federation's when that is smaller — δ must stay below 1/n for the n patients of the
+        whole federation, which one site cannot count; a smaller δ only makes its accounting
+        stricter."""
+        own = float(self.delta) if self.delta is not None else default_delta(n_examples)
+        return min(own, float(federation)) if federation is not None and federation > 0 else own
 
     def noise_source(self, *, client: str, round_number: int) -> NoiseSource:
         """This round's source: fresh from the CSPRNG, or (only if this client was configured
@@ -323,12 +328,14 @@ def admit(
     n_examples: int,
     run: str,
     rounds_left: int = 1,
+    federation_delta: float | None = None,
 ) -> Admission:
     """Check a DP round against the policy and charge it to the ledger, or raise
     `ClientRefusal` naming every reason. `rounds_left` (this round included) is the plan the
-    coordinator announced; the projection assumes every remaining round runs the same steps."""
+    coordinator announced; the projection assumes every remaining round runs the same steps.
+    `federation_delta`: the coordinator's δ for the whole federation (used when smaller)."""
     sigma, clip = float(noise_multiplier), float(max_grad_norm)
-    delta = policy.delta_for(n_examples)
+    delta = policy.delta_for(n_examples, federation_delta)
     problems = []
     if sigma < policy.min_noise_multiplier:
         problems.append(
