@@ -75,6 +75,24 @@ def _site_name(context: Context) -> str:
     return site or f"node{context.node_id}"
 
 
+def _training_rows(
+    context: Context, config: ConfigRecord | dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """This node's training rows with the coordinator's preprocessing (one record per unit for
+    a private method's clients, as they train)."""
+    from medpriv.train.federated.job import client_arrays
+
+    data, site, split_seed = _node_settings(context)
+    return client_arrays(
+        data,
+        site=site,
+        split_seed=split_seed,
+        split=_split_from(config),
+        preprocessor_state=json.loads(str(config["preprocessor"])),
+        one_per_unit=bool(config.get("private", False)),
+    )
+
+
 def _optional_float(value: Any) -> float | None:
     """A positive number from a message, else None (a malformed one is a ProtocolError)."""
     if value is None:
@@ -102,19 +120,7 @@ def _split_from(config: ConfigRecord | dict[str, Any]) -> SplitConfig:
 def describe(msg: Message, context: Context) -> Message:
     """Which site this node is and how many training records it holds (sizes are public to the
     coordinator, as in every FedAvg deployment: they weight the average)."""
-    from medpriv.train.federated.job import client_arrays
-
-    data, site, split_seed = _node_settings(context)
-    config = msg.content["config"]
-    state = json.loads(str(config["preprocessor"]))
-    x, _ = client_arrays(
-        data,
-        site=site,
-        split_seed=split_seed,
-        split=_split_from(config),
-        preprocessor_state=state,
-        one_per_unit=bool(config.get("private", False)),
-    )
+    x, _ = _training_rows(context, msg.content["config"])
     name = _site_name(context)
     return Message(
         content=RecordDict(
@@ -181,7 +187,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     from medpriv.attacks.fl_received import SCORE_TASK
     from medpriv.models import MLP
     from medpriv.train.federated.evaluation import ScoreHistogram
-    from medpriv.train.federated.job import client_arrays, client_held_out_arrays
+    from medpriv.train.federated.job import client_held_out_arrays
     from medpriv.train.federated.weights import set_weights
 
     config = dict(msg.content["config"])
@@ -197,14 +203,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         preprocessor_state=json.loads(str(config["preprocessor"])),
         held_out=None if eval_data is None else replace(data, spec=eval_data),
     )
-    x_train, y_train = client_arrays(
-        data,
-        site=site,
-        split_seed=split_seed,
-        split=_split_from(config),
-        preprocessor_state=json.loads(str(config["preprocessor"])),
-        one_per_unit=bool(config.get("private", False)),
-    )
+    x_train, y_train = _training_rows(context, config)
     hidden = tuple(int(h) for h in json.loads(str(config["hidden"])))
     network = MLP(x.shape[1], hidden)
     set_weights(network, msg.content["arrays"].to_numpy_ndarrays())
@@ -239,20 +238,11 @@ def _score_reconstruction(msg: Message, context: Context, config: dict[str, Any]
     from medpriv.attacks.inversion import FeatureLayout, FeaturePrior
     from medpriv.data.preprocess import Preprocessor
     from medpriv.data.sources import load_dataset
-    from medpriv.train.federated.job import client_arrays
 
-    data, site, split_seed = _node_settings(context)
-    state = json.loads(str(config["preprocessor"]))
-    x_true, y_true = client_arrays(
-        data,
-        site=site,
-        split_seed=split_seed,
-        split=_split_from(config),
-        preprocessor_state=state,
-        one_per_unit=bool(config.get("private", False)),
-    )
+    x_true, y_true = _training_rows(context, config)
+    data, _, _ = _node_settings(context)
     layout = FeatureLayout.from_preprocessor(
-        Preprocessor.from_state(load_dataset(data).schema, state)
+        Preprocessor.from_state(load_dataset(data).schema, json.loads(str(config["preprocessor"])))
     )
     arrays = msg.content["arrays"].to_numpy_ndarrays()
     if len(arrays) != 4:
