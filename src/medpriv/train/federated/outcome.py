@@ -11,6 +11,7 @@ score and the curves are binned too. The document is marked `"engine": "flower"`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +29,7 @@ from medpriv.data.dataset import TabularDataset
 from medpriv.metrics import curves, utility_metrics
 from medpriv.privacy.statement import PrivacySpent
 from medpriv.results import run_entry
+from medpriv.results_schema import UtilityRecord
 from medpriv.train.base import Cost
 from medpriv.train.federated.client import LocalRecipe
 from medpriv.train.federated.evaluation import BINS, SPAN, ScoreHistogram
@@ -60,8 +62,13 @@ class FederationOutcome:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-# the utility figures a run without held-out patients of both labels cannot measure (null)
-UNMEASURED = ("auroc", "auroc_ci95", "auprc", "accuracy", "balanced_accuracy", "f1", "brier")
+# the utility figures a run without held-out patients of both labels cannot measure (null):
+# the schema's required fields, the confusion matrix aside (zero counts)
+UNMEASURED = tuple(
+    f.name
+    for f in dataclasses.fields(UtilityRecord)
+    if f.default is dataclasses.MISSING and f.name != "confusion_matrix"
+)
 
 
 def expanded(histogram: ScoreHistogram) -> tuple[np.ndarray, np.ndarray]:
